@@ -1,0 +1,127 @@
+"""Hugging Face BERT / RoBERTa / ALBERT weights: ``model.safetensors`` (read and
+written with ``safetensors``, no torch needed) or ``pytorch_model.bin`` (needs torch)."""
+import json
+import os
+
+import numpy as np
+
+from kerasnlp_plus.checkpoints.common import assign_entries, atomic_write_bytes
+from kerasnlp_plus.checkpoints.mapping import hf_entries
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_weights_file(path):
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for name in WEIGHT_FILES:
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(f"no Hugging Face weights ({' or '.join(WEIGHT_FILES)}) in folder {path}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Hugging Face weights file not found: {path}")
+    return path
+
+
+def is_huggingface_checkpoint(path):
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return any(os.path.isfile(os.path.join(path, n)) for n in WEIGHT_FILES)
+    return path.endswith((".safetensors", ".bin"))
+
+
+def read_weights(path):
+    """All tensors of a weights file as a dict of numpy arrays."""
+    path = resolve_weights_file(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"reading {path} needs torch; convert it to model.safetensors or install torch") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
+
+
+def detect_layout(names):
+    """'roberta', 'albert' or 'bert' from the tensor names."""
+    if any(n.startswith("roberta.") or n.startswith("lm_head.") for n in names):
+        return "roberta"
+    if any("albert_layer_groups" in n for n in names):
+        return "albert"
+    return "bert"
+
+
+def _aliases(layout):
+    prefix = f"{layout}."
+
+    def aliases(name):
+        out = []
+        # pre-2019 names used TF's gamma/beta
+        if name.endswith("LayerNorm.weight"):
+            out.append(name[: -len("weight")] + "gamma")
+        if name.endswith("LayerNorm.bias"):
+            out.append(name[: -len("bias")] + "beta")
+        if name.endswith("predictions.bias"):
+            out.append(name[: -len("bias")] + "decoder.bias")
+        # weights saved from the bare model (BertModel) have no "bert." prefix
+        out += [a[len(prefix):] for a in [name] + out if a.startswith(prefix)]
+        return out
+
+    return aliases
+
+
+def load_huggingface_weights(model, path, keep_tokens=None, layout=None):
+    """Load a Hugging Face folder or weights file into ``model``.
+
+    Tensors the model does not use (e.g. ``position_ids`` buffers, heads it was built
+    without) are ignored.
+    """
+    weights = read_weights(path)
+    layout = layout or detect_layout(weights)
+    if model.family.startswith("albert") and layout != "albert":
+        layout = "albert"
+    assign_entries(hf_entries(model, layout), weights.__getitem__, weights.keys(), resolve_weights_file(path),
+                   keep_tokens=keep_tokens, aliases=_aliases(layout))
+
+
+def huggingface_config(model, layout):
+    config = {
+        "architectures": [{"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM",
+                           "albert": "AlbertForPreTraining"}[layout]],
+        "model_type": layout,
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.hidden_size,
+        "num_hidden_layers": model.num_layers,
+        "num_attention_heads": model.num_heads,
+        "intermediate_size": model.intermediate_size,
+        "hidden_act": model.hidden_act,
+        "hidden_dropout_prob": model.dropout_rate,
+        "attention_probs_dropout_prob": model.attention_dropout_rate,
+        "max_position_embeddings": model.max_position + (2 if layout == "roberta" else 0),
+        "type_vocab_size": model.type_vocab_size,
+        "initializer_range": model.initializer_range,
+        "layer_norm_eps": model.layer_norm_epsilon,
+        "pad_token_id": 1 if layout == "roberta" else 0,
+    }
+    if layout == "albert":
+        config.update(embedding_size=model.embedding_size, num_hidden_groups=1, inner_group_num=1)
+    return config
+
+
+def save_huggingface(model, folder, layout=None):
+    """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads
+    (``BertForPreTraining`` / ``AlbertForPreTraining`` / ``RobertaForMaskedLM``)."""
+    from safetensors.numpy import save
+
+    layout = layout or ("albert" if model.family.startswith("albert") else
+                        "roberta" if model.family == "roberta" else "bert")
+    entries = hf_entries(model, layout)
+    tensors = {e.name: np.ascontiguousarray(e.to_checkpoint(np.asarray(e.variable.numpy()))) for e in entries}
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_bytes(os.path.join(folder, "model.safetensors"), save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(os.path.join(folder, "config.json"),
+                       json.dumps(huggingface_config(model, layout), indent=2).encode())
+    return folder

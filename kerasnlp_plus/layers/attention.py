@@ -1,0 +1,135 @@
+"""Multi-head attention with a mask/bias input, two scale options and a KV cache."""
+import math
+
+import keras
+from keras import ops
+
+SCALES = ("standard", "log_n")
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class MultiHeadAttention(keras.layers.Layer):
+    """BERT self-attention (or attention of ``query`` over a separate ``value`` stream).
+
+    Args:
+        num_heads, head_size: the heads; the projections are ``Dense`` layers whose
+            kernels have Google checkpoint layout ``(in, heads*head_size)``.
+        output_dim: width of the output projection (the model's hidden size).
+        attention_scale: ``'standard'`` multiplies scores by ``1/sqrt(d)``; ``'log_n'``
+            by ``log(n)/log(m) * 1/sqrt(d)`` where ``n`` is the number of keys the query
+            may attend to and ``m = training_length`` (entropy-invariant scaling, which
+            keeps attention sharp on inputs longer than those trained on).
+
+    Call arguments:
+        query: ``(batch, q_len, dim)``.
+        value: the key/value stream (defaults to ``query``).
+        attention_mask: bool ``(batch, q_len, k_len)``, True = may attend.
+        attention_bias: float, added to the scores; ``(batch, [heads,] q_len, k_len)``.
+        cache: ``(batch, 2, max_len, heads, head_size)`` of keys and values; the keys and
+            values of ``value`` are written at ``cache_update_index`` and attention runs
+            over the whole cache (mask the unwritten slots). Returns ``(output, cache)``.
+
+    Scores and softmax run in float32 whatever the compute dtype, so mixed precision
+    does not overflow the masking constant.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_size,
+        output_dim,
+        attention_dropout=0.0,
+        attention_scale="standard",
+        training_length=512,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention_scale not in SCALES:
+            raise ValueError(f"unknown attention_scale {attention_scale!r}; known: {SCALES}")
+        self.num_heads = int(num_heads)
+        self.head_size = int(head_size)
+        self.output_dim = int(output_dim)
+        self.attention_dropout = float(attention_dropout)
+        self.attention_scale = attention_scale
+        self.training_length = int(training_length)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        width = self.num_heads * self.head_size
+        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
+            units, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name=name
+        )
+        self.query_dense = dense(width, "query")
+        self.key_dense = dense(width, "key")
+        self.value_dense = dense(width, "value")
+        self.output_dense = dense(self.output_dim, "output")
+        self.dropout = keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy)
+
+    def build(self, query_shape, value_shape=None, *args, **kwargs):
+        value_shape = value_shape or query_shape
+        self.query_dense.build(query_shape)
+        self.key_dense.build(value_shape)
+        self.value_dense.build(value_shape)
+        self.output_dense.build(tuple(query_shape[:-1]) + (self.num_heads * self.head_size,))
+        self.built = True
+
+    def _split_heads(self, x):
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_size))
+
+    def call(
+        self,
+        query,
+        value=None,
+        attention_mask=None,
+        attention_bias=None,
+        cache=None,
+        cache_update_index=None,
+        training=None,
+    ):
+        value = query if value is None else value
+        q = self._split_heads(self.query_dense(query))
+        k = self._split_heads(self.key_dense(value))
+        v = self._split_heads(self.value_dense(value))
+        if cache is not None:
+            start = [0, cache_update_index, 0, 0]
+            k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
+            v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
+            cache = ops.stack([k, v], axis=1)
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, ops.cast(k, q.dtype))
+        scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
+        if self.attention_scale == "log_n":
+            if attention_mask is None:
+                n = ops.cast(ops.shape(scores)[-1], "float32") * ops.ones_like(scores[:, :1, :, :1])
+            else:
+                n = ops.sum(ops.cast(attention_mask, "float32"), axis=-1)[:, None, :, None]
+            scores = scores * (ops.log(ops.maximum(n, 1.0)) / math.log(self.training_length))
+        if attention_bias is not None:
+            bias = ops.cast(attention_bias, "float32")
+            scores = scores + (bias if len(bias.shape) == 4 else bias[:, None])
+        if attention_mask is not None:
+            scores = ops.where(ops.cast(attention_mask, "bool")[:, None], scores, -1e12)
+        probs = ops.softmax(scores, axis=-1)
+        probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        context = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, probs.dtype))
+        shape = ops.shape(context)
+        context = ops.reshape(context, (shape[0], shape[1], self.num_heads * self.head_size))
+        output = self.output_dense(context)
+        return output if cache is None else (output, cache)
+
+    def compute_output_spec(self, query, value=None, cache=None, **kwargs):
+        out = keras.KerasTensor(tuple(query.shape[:-1]) + (self.output_dim,), dtype=self.compute_dtype)
+        if cache is None:
+            return out
+        return out, keras.KerasTensor(cache.shape, dtype=cache.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "head_size": self.head_size,
+            "output_dim": self.output_dim,
+            "attention_dropout": self.attention_dropout,
+            "attention_scale": self.attention_scale,
+            "training_length": self.training_length,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,390 @@
+"""The BERT family as one Keras functional model: BERT, RoBERTa, ALBERT (Google and
+brightmart layouts), with the attention mask chosen by ``application``."""
+import keras
+from keras import ops
+
+from kerasnlp_plus import masks
+from kerasnlp_plus.layers import (
+    BiasAdd,
+    FactorizedMapping,
+    PositionEmbedding,
+    TakeFirstToken,
+    TokenEmbedding,
+    TransformerBlock,
+    get_activation,
+)
+
+FAMILIES = ("bert", "roberta", "albert", "albert_brightmart")
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class ConstantTokens(keras.layers.Layer):
+    """Token ids all equal to ``token_id`` (the permutation-LM query stream reads the
+    [MASK] embedding plus its position, never the token it predicts)."""
+
+    def __init__(self, token_id, **kwargs):
+        super().__init__(**kwargs)
+        self.token_id = int(token_id)
+
+    def call(self, token_ids):
+        return ops.full_like(token_ids, self.token_id)
+
+    def get_config(self):
+        return {**super().get_config(), "token_id": self.token_id}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Transformer(keras.Model):
+    """A BERT-family encoder with optional pooler, NSP and MLM heads.
+
+    Inputs (a list, in this order): ``token_ids`` and ``segment_ids`` (int, ``(batch,
+    length)``, 0 = padding); with ``application='plm'`` the factorization ``order``
+    (int ``(batch, length)``: ``order[b, i]`` is the step at which position ``i`` is
+    predicted, e.g. ``argsort`` of a permutation); with ``custom_position_ids`` the
+    position ids; with ``custom_attention_mask`` a 0/1 ``(batch, length, length)`` mask
+    that is ANDed with the application's mask.
+
+    Outputs: the sequence output, or the MLM probabilities (``with_mlm=True``) or logits
+    (``with_mlm='linear'``); then the pooled [CLS] vector if ``with_pool`` and the NSP
+    probabilities if ``with_nsp``, as a list when there is more than one.
+
+    ``application``:
+        ``'encoder'`` bidirectional; ``'lm'`` causal; ``'unilm'`` segment 0
+        bidirectional, segment 1 causal; ``'plm'`` permutation LM. With ``lm``/``unilm``
+        and ``with_mlm``, position ``t`` predicts token ``t+1``.
+
+    Permutation LM (``'plm'``) uses XLNet's two streams over the same weights: the
+    content stream is BERT over the tokens with mask ``order[j] <= order[i]``; the query
+    stream starts from the [MASK] token embedding plus position and segment and, in
+    every layer, attends over the previous layer's content stream with the strict mask
+    ``order[j] < order[i]``. The MLM head reads the query stream, so the prediction at
+    ``i`` depends on the tokens earlier in the order and on ``i``'s position only, never
+    on its own token. A pretrained BERT works as-is: the query stream is a masked LM.
+
+    Build it with :func:`kerasnlp_plus.models.build_transformer_model`, which parses the
+    checkpoint's config and loads its weights.
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        hidden_size,
+        num_layers,
+        num_heads,
+        intermediate_size,
+        family="bert",
+        embedding_size=None,
+        max_position=512,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+        layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
+        application="encoder",
+        with_pool=False,
+        with_nsp=False,
+        with_mlm=False,
+        hierarchical_position=None,
+        attention_scale="standard",
+        training_length=512,
+        custom_position_ids=False,
+        custom_attention_mask=False,
+        mask_token_id=103,
+        dtype=None,
+        **kwargs,
+    ):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; known: {FAMILIES}")
+        if application not in masks.APPLICATIONS:
+            raise ValueError(f"unknown application {application!r}; known: {masks.APPLICATIONS}")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
+        albert = family.startswith("albert")
+        embedding_size = int(embedding_size or hidden_size)
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        # brightmart maps tokens to hidden size before adding positions; Google ALBERT
+        # adds and normalizes at embedding size, then maps.
+        sum_dim = hidden_size if family == "albert_brightmart" else embedding_size
+
+        # === Layers ===
+        self.token_embedding = TokenEmbedding(
+            vocab_size, embedding_size, embeddings_initializer=init, dtype=dtype, name="Embedding-Token"
+        )
+        self.token_mapping = None
+        if family == "albert_brightmart":
+            self.token_mapping = FactorizedMapping(
+                embedding_size, hidden_size, kernel_initializer=init, dtype=dtype, name="Embedding-Mapping-Token"
+            )
+        self.segment_embedding = keras.layers.Embedding(
+            type_vocab_size, sum_dim, embeddings_initializer=init, dtype=dtype, name="Embedding-Segment"
+        )
+        self.position_embedding = PositionEmbedding(
+            max_position,
+            sum_dim,
+            hierarchical=hierarchical_position,
+            embeddings_initializer=init,
+            dtype=dtype,
+            name="Embedding-Position",
+        )
+        self.embedding_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="Embedding-Norm"
+        )
+        self.embedding_dropout = keras.layers.Dropout(dropout_rate, dtype=dtype, name="Embedding-Dropout")
+        self.embedding_mapping = None
+        if sum_dim != hidden_size:
+            self.embedding_mapping = keras.layers.Dense(
+                hidden_size, kernel_initializer=init, dtype=dtype, name="Embedding-Mapping"
+            )
+        block_args = dict(
+            num_heads=num_heads,
+            head_size=hidden_size // num_heads,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            hidden_act=hidden_act,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            layer_norm_epsilon=layer_norm_epsilon,
+            attention_scale=attention_scale,
+            training_length=training_length,
+            kernel_initializer=init,
+            dtype=dtype,
+        )
+        if albert:  # one block, applied num_layers times
+            self.transformer_blocks = [TransformerBlock(**block_args, name="Transformer")]
+        else:
+            self.transformer_blocks = [
+                TransformerBlock(**block_args, name=f"Transformer-{i}") for i in range(num_layers)
+            ]
+        self.pooler_dense = self.nsp_dense = None
+        if with_pool or with_nsp:
+            self.pooler_dense = keras.layers.Dense(
+                hidden_size, activation="tanh", kernel_initializer=init, dtype=dtype, name="Pooler-Dense"
+            )
+        if with_nsp:
+            self.nsp_dense = keras.layers.Dense(
+                2, activation="softmax", kernel_initializer=init, dtype=dtype, name="NSP-Proba"
+            )
+        self.mlm_dense = self.mlm_norm = self.mlm_bias = self.mlm_activation = None
+        if with_mlm:
+            self.mlm_dense = keras.layers.Dense(
+                hidden_size if family == "albert_brightmart" else embedding_size,
+                activation=get_activation(hidden_act),
+                kernel_initializer=init,
+                dtype=dtype,
+                name="MLM-Dense",
+            )
+            self.mlm_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="MLM-Norm")
+            self.mlm_bias = BiasAdd(dtype=dtype, name="MLM-Bias")
+            # Probabilities in float32 even under mixed precision.
+            activation = "softmax" if with_mlm is True else with_mlm
+            self.mlm_activation = keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")
+
+        # === Functional model ===
+        self._num_layers = int(num_layers)
+        self._family = family
+        self._application = application
+        self._with_mlm = with_mlm
+        token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
+        segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
+        inputs = [token_ids, segment_ids]
+        order = position_ids = custom_mask = None
+        if application == "plm":
+            order = keras.Input((None,), dtype="int32", name="Input-Order")
+            inputs.append(order)
+        if custom_position_ids:
+            position_ids = keras.Input((None,), dtype="int32", name="Input-Position")
+            inputs.append(position_ids)
+        if custom_attention_mask:
+            custom_mask = keras.Input((None, None), dtype="float32", name="Input-Mask")
+            inputs.append(custom_mask)
+
+        x = self.embed(token_ids, segment_ids, position_ids)
+        attention_mask = masks.AttentionMask(application, name="Attention-Mask")(
+            token_ids, segment_ids, order, custom_mask
+        )
+        if application == "plm":
+            query_mask = masks.AttentionMask("plm", strict=True, name="Attention-Mask-Query")(
+                token_ids, segment_ids, order, custom_mask
+            )
+            query_tokens = ConstantTokens(mask_token_id, name="Query-Tokens")(token_ids)
+            g = self.embed(query_tokens, segment_ids, position_ids)
+        for block in self.blocks_by_depth:
+            if application == "plm":
+                g = block(g, value=x, attention_mask=query_mask)
+            x = block(x, attention_mask=attention_mask)
+        sequence = g if application == "plm" else x
+
+        outputs = [self.mlm_head(sequence) if with_mlm else sequence]
+        if self.pooler_dense is not None:
+            pooled = self.pooler_dense(TakeFirstToken(name="Pooler")(x))
+            if with_pool:
+                outputs.append(pooled)
+            if with_nsp:
+                outputs.append(self.nsp_dense(pooled))
+        super().__init__(
+            inputs=inputs, outputs=outputs[0] if len(outputs) == 1 else outputs, dtype=dtype, **kwargs
+        )
+
+        # === Config ===
+        self.vocab_size = int(vocab_size)
+        self.hidden_size = int(hidden_size)
+        self.num_heads = int(num_heads)
+        self.intermediate_size = int(intermediate_size)
+        self.embedding_size = embedding_size
+        self.max_position = int(max_position)
+        self.type_vocab_size = int(type_vocab_size)
+        self.hidden_act = hidden_act
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.initializer_range = float(initializer_range)
+        self.with_pool = with_pool
+        self.with_nsp = with_nsp
+        self.hierarchical_position = self.position_embedding.hierarchical
+        self.attention_scale = attention_scale
+        self.training_length = int(training_length)
+        self.custom_position_ids = bool(custom_position_ids)
+        self.custom_attention_mask = bool(custom_attention_mask)
+        self.mask_token_id = int(mask_token_id)
+
+    # --- read-only structure -------------------------------------------------------
+    @property
+    def family(self):
+        return self._family
+
+    @property
+    def application(self):
+        return self._application
+
+    @property
+    def with_mlm(self):
+        return self._with_mlm
+
+    @property
+    def num_layers(self):
+        return self._num_layers
+
+    @property
+    def blocks_by_depth(self):
+        """The block applied at each depth (ALBERT repeats its one shared block)."""
+        if len(self.transformer_blocks) == 1 and self._num_layers > 1:
+            return self.transformer_blocks * self._num_layers
+        return list(self.transformer_blocks)
+
+    @property
+    def model(self):
+        """``self``: bert4keras code reads ``build_transformer_model(...).model``."""
+        return self
+
+    # --- pieces shared by the functional graph and the cached decoder ----------------
+    def embed(self, token_ids, segment_ids, position_ids=None, training=None):
+        """Token + segment + position embeddings, normalized (and mapped for ALBERT)."""
+        x = self.token_embedding(token_ids)
+        if self.token_mapping is not None:
+            x = self.token_mapping(x)
+        x = x + self.segment_embedding(segment_ids)
+        x = x + self.position_embedding(x, position_ids=position_ids)
+        x = self.embedding_dropout(self.embedding_norm(x), training=training)
+        if self.embedding_mapping is not None:
+            x = self.embedding_mapping(x)
+        return x
+
+    def mlm_head(self, x):
+        """Transform, normalize, project on the (tied) token embedding, add the bias."""
+        x = self.mlm_norm(self.mlm_dense(x))
+        if self.token_mapping is not None:
+            x = self.token_mapping(x, reverse=True)
+        x = self.mlm_bias(self.token_embedding(x, reverse=True))
+        return self.mlm_activation(x)
+
+    # --- key/value cache -----------------------------------------------------------
+    def init_cache(self, batch_size, max_length):
+        """Zeros of shape ``(num_layers, batch, 2, max_length, heads, head_size)``."""
+        block = self.transformer_blocks[0]
+        return ops.zeros(
+            (self._num_layers, batch_size, 2, max_length, block.num_heads, block.head_size),
+            dtype=self.compute_dtype,
+        )
+
+    def call_with_cache(
+        self,
+        token_ids,
+        segment_ids,
+        cache,
+        cache_update_index,
+        attention_mask,
+        position_ids=None,
+    ):
+        """Run ``token_ids`` (the new tokens only) against the cache.
+
+        Args:
+            token_ids, segment_ids: int ``(batch, new_length)``.
+            cache: from :meth:`init_cache` (or a previous call).
+            cache_update_index: where the new tokens' keys/values are written.
+            attention_mask: bool ``(batch, new_length, max_length)`` over the cache slots;
+                it must hide unwritten slots and padding (see ``masks.visibility``).
+            position_ids: int ``(batch, new_length)``; defaults to
+                ``cache_update_index + arange(new_length)``.
+
+        Returns:
+            ``(output, cache)``: the MLM output (or hidden states without an MLM head)
+            for the new tokens, and the updated cache. Equal to the full forward pass on
+            the whole sequence.
+        """
+        if self._application == "plm":
+            raise ValueError("call_with_cache supports 'encoder', 'lm' and 'unilm' models, not 'plm'")
+        if position_ids is None:
+            length = ops.shape(token_ids)[1]
+            position_ids = cache_update_index + ops.arange(length, dtype="int32")[None, :]
+        x = self.embed(token_ids, segment_ids, position_ids)
+        caches = []
+        for depth, block in enumerate(self.blocks_by_depth):
+            x, layer_cache = block(
+                x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index
+            )
+            caches.append(layer_cache)
+        output = self.mlm_head(x) if self._with_mlm else x
+        return output, ops.stack(caches, axis=0)
+
+    # --- weights -------------------------------------------------------------------
+    def load_weights_from_checkpoint(self, checkpoint_path, keep_tokens=None, naming=None):
+        """Load a Google TF checkpoint or a Hugging Face folder/file (bert4keras name)."""
+        from kerasnlp_plus.checkpoints import load_checkpoint
+
+        load_checkpoint(self, checkpoint_path, keep_tokens=keep_tokens, naming=naming)
+
+    def get_config(self):
+        return {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self._num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "family": self._family,
+            "embedding_size": self.embedding_size,
+            "max_position": self.max_position,
+            "type_vocab_size": self.type_vocab_size,
+            "hidden_act": self.hidden_act,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+            "application": self._application,
+            "with_pool": self.with_pool,
+            "with_nsp": self.with_nsp,
+            "with_mlm": self._with_mlm,
+            "hierarchical_position": self.hierarchical_position,
+            "attention_scale": self.attention_scale,
+            "training_length": self.training_length,
+            "custom_position_ids": self.custom_position_ids,
+            "custom_attention_mask": self.custom_attention_mask,
+            "mask_token_id": self.mask_token_id,
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real data lives and small helpers for the tests.
+
+The data in ``../shared/data`` (beside the repository) is read, never copied; set
+``KERASNLP_PLUS_SHARED_DATA`` to point elsewhere.
+"""
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+    os.environ.get("KERASNLP_PLUS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        raise FileNotFoundError(
+            f"shared data folder not found at {SHARED_DATA}; set KERASNLP_PLUS_SHARED_DATA"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def vocab_path(shared_data):
+    return shared_data / "vocab" / "vocab.txt"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running; excluded from CI with -m 'not slow'")
