@@ -111,15 +111,19 @@ def huggingface_config(model, layout):
     return config
 
 
-def save_huggingface(model, folder, layout=None):
+def save_huggingface(model, folder, layout=None, dtype=None):
     """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads
-    (``BertForPreTraining`` / ``AlbertForPreTraining`` / ``RobertaForMaskedLM``)."""
+    (``BertForPreTraining`` / ``AlbertForPreTraining`` / ``RobertaForMaskedLM``).
+
+    ``dtype='float16'`` halves the file (loading casts back to the model's dtype)."""
     from safetensors.numpy import save
 
     layout = layout or ("albert" if model.family.startswith("albert") else
                         "roberta" if model.family == "roberta" else "bert")
     entries = hf_entries(model, layout)
     tensors = {e.name: np.ascontiguousarray(e.to_checkpoint(np.asarray(e.variable.numpy()))) for e in entries}
+    if dtype is not None:
+        tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     os.makedirs(folder, exist_ok=True)
     atomic_write_bytes(os.path.join(folder, "model.safetensors"), save(tensors, metadata={"format": "pt"}))
     atomic_write_bytes(os.path.join(folder, "config.json"),
