@@ -62,8 +62,8 @@ def build_transformer_model(
             token embedding and the MLM bias while loading.
         hierarchical_position: ``True`` (alpha 0.4) or alpha: positions up to
             ``max_position**2``.
-        return_keras_model: kept for bert4keras code; the model is always a
-            ``keras.Model`` and its ``.model`` is itself.
+        return_keras_model: ``False`` returns a handle whose ``.model`` is the Keras
+            model (bert4keras code reads ``bert.model``); other attributes pass through.
         **config_overrides: any :class:`Transformer` argument (``dropout_rate``,
             ``max_position``, ``attention_scale='log_n'``, ``num_layers``, ...), or its
             config.json spelling.
@@ -116,4 +116,15 @@ def build_transformer_model(
         from kerasnlp_plus.checkpoints import load_checkpoint
 
         load_checkpoint(transformer, checkpoint_path, keep_tokens=keep_tokens)
-    return transformer
+    return transformer if return_keras_model else TransformerHandle(transformer)
+
+
+class TransformerHandle:
+    """What bert4keras returns with ``return_keras_model=False``: ``.model`` is the
+    Keras model; any other attribute is the model's."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)

@@ -272,11 +272,6 @@ class Transformer(keras.Model):
             return self.transformer_blocks * self._num_layers
         return list(self.transformer_blocks)
 
-    @property
-    def model(self):
-        """``self``: bert4keras code reads ``build_transformer_model(...).model``."""
-        return self
-
     # --- pieces shared by the functional graph and the cached decoder ----------------
     def embed(self, token_ids, segment_ids, position_ids=None, training=None):
         """Token + segment + position embeddings, normalized (and mapped for ALBERT)."""
