@@ -107,8 +107,13 @@ class MultiHeadAttention(keras.layers.Layer):
             bias = ops.cast(attention_bias, "float32")
             scores = scores + (bias if len(bias.shape) == 4 else bias[:, None])
         if attention_mask is not None:
-            scores = ops.where(ops.cast(attention_mask, "bool")[:, None], scores, -1e12)
+            visible = ops.cast(attention_mask, "bool")[:, None]
+            scores = ops.where(visible, scores, -1e12)
         probs = ops.softmax(scores, axis=-1)
+        if attention_mask is not None:
+            # A query that may see no key at all (the first step of a permutation
+            # order) must attend to nothing, not uniformly to everything.
+            probs = ops.where(visible, probs, 0.0)
         probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
         context = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, probs.dtype))
         shape = ops.shape(context)
