@@ -229,6 +229,28 @@ def test_truncation_ties_trim_first_and_keeps_shorter(tok):
     assert tok.ids_to_tokens(ids) == ["[CLS]", "一", "二", "[SEP]", "三", "四", "五", "[SEP]"]
 
 
+def test_pair_lengths_closed_form_equals_the_loop():
+    from kerasnlp_plus.tokenizers.base import pair_lengths
+
+    for a in range(12):
+        for b in range(12):
+            for budget in range(0, 26):
+                first, second = ["C"] + ["a"] * a + ["S"], ["C"] + ["b"] * b + ["S"]
+                ids, _ = bert4keras_truncate(budget + 3, first, second)
+                want = (ids.count("a"), ids.count("b"))
+                assert pair_lengths(a, b, budget) == want, (a, b, budget)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from kerasnlp_plus.tokenizers import _text, base
+
+    for module in (_text, base):
+        failures, attempted = doctest.testmod(module)
+        assert attempted > 0 and failures == 0, module.__name__
+
+
 def test_truncate_from_left_and_tokenize_maxlen(tok):
     ids, _ = tok.encode("一二三四五六", maxlen=5, truncate_from="left")
     assert tok.ids_to_tokens(ids) == ["[CLS]", "四", "五", "六", "[SEP]"]
