@@ -564,3 +564,14 @@ def test_non_string_input_names_the_type(tok, bad, type_name):
         tok.tokenize(bad)
     with pytest.raises(TypeError, match=rf"firsts\[1\].*{type_name}"):
         tok.encode_batch(["好", bad])
+
+
+def test_tokenizers_pickle(vocab_path, spm_path):
+    """Worker processes (multiprocessing, tf.data generators) get working copies."""
+    import pickle
+
+    for tok in (Tokenizer(vocab_path, do_lower_case=True, pre_tokenize=jieba_pre_tokenize),
+                SpTokenizer(spm_path)):
+        copy = pickle.loads(pickle.dumps(tok))
+        for text in ["Hello世界，我爱北京天安门", "", "Café 123"]:
+            assert copy.encode(text, "第二句") == tok.encode(text, "第二句")
