@@ -1,0 +1,167 @@
+"""The end-to-end examples: metric functions against hand-computed values, and
+one-epoch smoke runs of both examples on a tiny from-scratch model.
+
+The smoke runs check that the pipeline learns (the held-out teacher-forced loss
+and the per-batch training loss fall), that metrics come out in range and that
+the outputs are written; for KgCLUE, that every answer is a triple of the
+knowledge base (the prefix-tree constraint). KgCLUE is read from the shared data
+(never copied into the project); CSL comes from examples/data/csl.
+"""
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name):
+    sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def common():
+    return _load("common")
+
+
+@pytest.fixture(scope="module")
+def autotitle():
+    return _load("seq2seq_autotitle")
+
+
+@pytest.fixture(scope="module")
+def kgclue():
+    return _load("kgclue_qa")
+
+
+# ------------------------------------------------------------------ title metrics
+def test_title_metrics_hand_computed(common):
+    # Characters: ref 深 度 学 习, pred 深 度 模 型.
+    # Rouge-1: 2 shared unigrams of 4 and 4 -> F 0.5; Rouge-2: bigram 深度 shared of
+    # 3 and 3 -> F 1/3; Rouge-L: LCS 2 -> F 0.5. BLEU (smoothing method1, eps 0.1):
+    # p1 2/4, p2 1/3, p3 0/2 -> 0.1/2, p4 0/1 -> 0.1/1, BP 1 -> (0.5*1/3*0.05*0.1)**0.25.
+    m = common.title_metrics(["深度模型"], ["深度学习"])
+    assert m["rouge-1"] == pytest.approx(50.0, abs=1e-6)
+    assert m["rouge-2"] == pytest.approx(100 / 3, abs=1e-6)
+    assert m["rouge-l"] == pytest.approx(50.0, abs=1e-6)
+    assert m["bleu"] == pytest.approx(100 * (0.5 / 3 * 0.05 * 0.1) ** 0.25, abs=1e-6)
+
+
+def test_title_metrics_empty_prediction_counts_zero(common):
+    both = common.title_metrics(["深度学习", ""], ["深度学习", "深度学习"])
+    assert both["rouge-l"] == pytest.approx(50.0)
+    assert both["bleu"] == pytest.approx(50.0)
+    with pytest.raises(ValueError):
+        common.title_metrics(["a"], [])
+
+
+def test_read_title_tsv_names_bad_line(common, tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("标题一\t摘要一\n只有一列\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.tsv:2"):
+        common.read_title_tsv([path])
+    assert common.read_title_tsv([path], limit=1) == [("标题一", "摘要一")]
+
+
+def test_embedded_csl_sample_is_well_formed(common):
+    train = common.read_title_tsv([EXAMPLES / "data" / "csl" / "train.tsv"])
+    valid = common.read_title_tsv([EXAMPLES / "data" / "csl" / "valid.tsv"])
+    assert len(train) == 2000 and len(valid) == 1000
+    assert not {a for _, a in train} & {a for _, a in valid}  # no leak into validation
+
+
+# ---------------------------------------------------------------- KgCLUE metric
+def test_lcs_and_f1_hand_computed(kgclue):
+    assert kgclue.lcs_length("abcde", "ace") == 3
+    assert kgclue.lcs_length("守望星光", "星光守望") == 2
+    assert kgclue.f1_sim("abcde", "ace") == pytest.approx(2 * 3 / 8)
+    assert kgclue.f1_sim("", "") == 0.0
+    assert kgclue.f1_sim("a", "") == 0.0
+
+
+def test_kgclue_metrics_hand_computed(kgclue):
+    preds = [("守望星光", "出品公司", "韩玉玲原创音乐"), ("龙晶", "繁体", "龍晶 X")]
+    golds = [("守望星光", "出品公司", "韩玉玲原创音乐"), ("龙晶（游戏）", "繁体", "龍晶")]
+    m = kgclue.kgclue_metrics(preds, golds)
+    assert m["EM_S"] == 50.0 and m["EM_P"] == 100.0 and m["EM_O"] == 50.0 and m["EM_All"] == 50.0
+    # Row 2, O: "龍晶 x" (normalized, 4 chars) vs "龍晶" -> 2*2/6.
+    assert m["F1_O"] == pytest.approx(100 * (1 + 4 / 6) / 2)
+    # Row 2, S: "龙晶" vs "龙晶（游戏）" -> 2*2/8.
+    assert m["F1_S"] == pytest.approx(100 * (1 + 4 / 8) / 2)
+    assert m["score"] == pytest.approx(0.5 * m["EM_O"] + 0.5 * m["F1_O"])
+
+
+def test_subject_split(kgclue):
+    assert kgclue.subject_split("龙晶（游戏）") == ("龙晶", "游戏")
+    assert kgclue.subject_split("无罪无我") == ("无罪无我", "")
+    assert kgclue.subject_split("守望星光（韩玉玲、刘东考演唱歌曲）") == ("守望星光", "韩玉玲、刘东考演唱歌曲")
+
+
+def test_kb_reader_names_bad_line(kgclue, tmp_path):
+    path = tmp_path / "kb.txt"
+    path.write_text("龙晶（游戏）\t繁体\t龍晶\n坏行\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"kb\.txt:2"):
+        list(kgclue.iter_kb(path))
+    stats = {}
+    assert list(kgclue.iter_kb(path, skip_bad=True, stats=stats)) == [("龙晶（游戏）", "繁体", "龍晶")]
+    assert stats["bad_lines"] == 1
+
+
+# ------------------------------------------------------------------ smoke runs
+def _check_learning(results):
+    assert results["model_source"] == "scratch"
+    assert results["valid_loss_after"] < results["valid_loss_before"]
+    losses = results["batch_losses"]
+    assert len(losses) >= 4 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2  # training loss falls within the epoch
+
+
+def test_autotitle_smoke(autotitle, vocab_path, tmp_path):
+    out = tmp_path / "autotitle"
+    results = autotitle.main([
+        "--scratch", "--vocab", str(vocab_path), "--limit-train", "48", "--limit-valid", "12",
+        "--epochs", "1", "--batch-size", "8", "--lr", "3e-3", "--max-source-len", "64",
+        "--max-target-len", "12", "--output", str(out), "--verbose", "0", "--show", "2",
+    ])
+    _check_learning(results)
+    best = results["best"]
+    for k in ("rouge-1", "rouge-2", "rouge-l", "bleu"):
+        assert 0.0 <= best[k] <= 100.0
+    assert (out / "best.weights.h5").is_file()
+    rows = (out / "valid_predictions.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 12 and all(len(r.split("\t")) == 2 for r in rows)
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["valid_pairs"] == 12
+    assert not list(out.glob(".tmp-*"))  # atomic writes leave no temporary files
+
+
+def test_kgclue_smoke(kgclue, shared_data, vocab_path, tmp_path):
+    out = tmp_path / "kgclue"
+    kb_path = shared_data / "kgclue" / "Knowledge_subset_from_answers.txt"
+    results = kgclue.main([
+        "--scratch", "--vocab", str(vocab_path), "--data-dir", str(shared_data / "kgclue"),
+        "--kb", str(kb_path), "--limit-train", "64", "--limit-valid", "16", "--limit-test", "16",
+        "--epochs", "1", "--batch-size", "8", "--lr", "3e-3", "--max-question-len", "32",
+        "--output", str(out), "--verbose", "0", "--show", "1",
+    ])
+    _check_learning(results)
+    assert results["trie"]["triples"] == 22000 and results["trie"]["keys"] > 21000
+    for m in (results["best"], results["test_public"]):
+        for k in ("EM_O", "F1_O", "EM_All", "F1_All", "score"):
+            assert 0.0 <= m[k] <= 100.0
+    kb = {tuple(line.rstrip("\n").split("\t")) for line in kb_path.open(encoding="utf-8")}
+    kb = {(s, p, " ".join(o.split())) for s, p, o in kb}
+    for name, n in (("dev_predictions.json", 16), ("test_public_predictions.json", 16)):
+        lines = (out / name).read_text(encoding="utf-8").splitlines()
+        assert len(lines) == n
+        for line in lines:
+            record = json.loads(line)
+            assert set(record) == {"id", "answer"}
+            triple = tuple(record["answer"].split(" ||| "))
+            assert triple in kb, f"{name}: {triple} is not a triple of the knowledge base"
