@@ -58,6 +58,7 @@ import array
 import ctypes
 import errno
 import io
+import itertools
 import json
 import os
 import pickle
@@ -81,12 +82,14 @@ _MAGIC = b"KNPTRIE1"
 _FORMAT_VERSION = 1
 _KIND_STR = 0
 _KIND_PICKLE = 1
+_BATCH = 1 << 18  # strings converted between numpy and Python at a time
 _LABEL_SHIFT = 21  # code points are < 2**21: (node << 21) | code sorts by node, label
 
 
 def _ids_to_codes(ids):
-    codes = ids.astype(np.uint32) + 1
-    codes[codes >= _SURROGATE_START] += _SURROGATE_SIZE
+    codes = np.add(ids, 1, dtype=np.uint32)
+    if codes.size and codes.max() >= _SURROGATE_START:  # rare: skip the mask pass
+        codes[codes >= _SURROGATE_START] += _SURROGATE_SIZE
     return codes
 
 
@@ -117,6 +120,29 @@ def _release_free_memory():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _isin_sorted(a, sorted_b):
+    """Boolean mask: which elements of ``a`` occur in the sorted array ``sorted_b``."""
+    if len(sorted_b) == 0:
+        return np.zeros(len(a), bool)
+    pos = np.minimum(np.searchsorted(sorted_b, a), len(sorted_b) - 1)
+    return sorted_b[pos] == a
+
+
+def _gather_segments(blob, starts, lens, dest_pos, chunk=1 << 18):
+    """Concatenate ``blob[starts[i]:starts[i] + lens[i]]`` for all i, vectorised
+    (in chunks, so the byte-index arrays stay small); ``dest_pos[i]`` is where
+    segment i lands in the output (the running sum of ``lens``)."""
+    src = np.frombuffer(blob, np.uint8)
+    out = np.empty(int(lens.sum()), np.uint8)
+    for c0 in range(0, len(starts), chunk):
+        s, n, d = starts[c0 : c0 + chunk], lens[c0 : c0 + chunk], dest_pos[c0 : c0 + chunk]
+        total = int(n.sum())
+        if total:
+            idx = np.repeat(s - (d - d[0]), n) + np.arange(total)
+            out[d[0] : d[0] + total] = src[idx]
+    return out.tobytes()
 
 
 def _read_only(a):
@@ -293,7 +319,7 @@ class Trie:
             )
             return
         width = max(int(lens.max()), 1)
-        used_ids = _codes_to_ids(np.unique(codes))
+        used_ids = _codes_to_ids(np.flatnonzero(np.bincount(codes)).astype(np.uint32))
         # One row of code points per add, 0-padded; viewed as fixed-width numpy
         # unicode strings, sorting is lexicographic order of the id sequences.
         mat = np.zeros((n_adds, width), np.uint32)
@@ -322,20 +348,30 @@ class Trie:
         else:
             ev_nodes = keys[:0]
             ev_inv = lab_a = lab_b = np.zeros(0, np.int64)
-        nodes = np.union1d(keys, ev_nodes)
         del sk
-        node_list = nodes.tolist()
-        m = marisa_trie.Trie(node_list)
-        # marisa numbers its keys itself: map sorted position -> marisa id.
-        mids = np.empty(len(node_list), np.int64)
-        items = m.items()
-        pos = np.searchsorted(nodes, np.array([k for k, _ in items], dtype=nodes.dtype))
-        mids[pos] = np.fromiter((i for _, i in items), dtype=np.int64, count=len(items))
-        del items, pos, node_list
-        n_nodes = len(nodes)
-        key_mid = mids[np.searchsorted(nodes, keys)]
-        ev_mid = mids[np.searchsorted(nodes, ev_nodes)][ev_inv]
-        del nodes, keys, ev_nodes, ev_inv, mids
+        # Stored nodes: the keys plus the branching prefixes that are not keys.
+        # Python strings are made a batch at a time to keep the peak low.
+        in_keys = _isin_sorted(ev_nodes, keys)
+        extra = ev_nodes[~in_keys]
+
+        def batches():
+            for a in (keys, extra):
+                for i in range(0, len(a), _BATCH):
+                    yield a[i : i + _BATCH].tolist()
+
+        m = marisa_trie.Trie(itertools.chain.from_iterable(batches()))
+        n_nodes = len(m)
+        # marisa numbers its strings itself: ask it for each one's id.
+        mids = np.concatenate(
+            [np.zeros(0, np.int64)]
+            + [np.fromiter(map(m.key_id, b), dtype=np.int64, count=len(b)) for b in batches()]
+        )
+        key_mid = mids[: len(keys)]
+        ev_node_mid = np.empty(len(ev_nodes), np.int64)
+        ev_node_mid[~in_keys] = mids[len(keys) :]
+        ev_node_mid[in_keys] = key_mid[np.searchsorted(keys, ev_nodes[in_keys])]
+        ev_mid = ev_node_mid[ev_inv]
+        del keys, extra, ev_nodes, ev_inv, ev_node_mid, in_keys, mids
 
         # Child table in marisa id order, labels sorted within each node.
         has_a = lab_a != 0
@@ -345,7 +381,8 @@ class Trie:
                 (ev_mid[has_a] << _LABEL_SHIFT) | lab_a[has_a].astype(np.int64),
             ]
         )
-        pairs = np.unique(pairs)
+        pairs.sort()
+        pairs = pairs[np.concatenate([pairs[:1] >= 0, pairs[1:] != pairs[:-1]])]
         child_counts = np.bincount(pairs >> _LABEL_SHIFT, minlength=n_nodes)
         child_off = np.zeros(n_nodes + 1, np.int64)
         np.cumsum(child_counts, out=child_off[1:])
@@ -361,14 +398,10 @@ class Trie:
         order = has_val[np.argsort(add_mid[has_val], kind="stable")]
         v_lens = vlens[order]
         v_starts = (np.cumsum(np.maximum(vlens, 0)) - np.maximum(vlens, 0))[order]
-        if len(order) and not np.array_equal(order, has_val):
-            mv = memoryview(blob)
-            blob = b"".join(
-                [mv[s:e] for s, e in zip(v_starts.tolist(), (v_starts + v_lens).tolist())]
-            )
-            del mv
         val_pos = np.zeros(len(order) + 1, np.int64)
         np.cumsum(v_lens, out=val_pos[1:])
+        if len(order) and not np.array_equal(order, has_val):
+            blob = _gather_segments(blob, v_starts, v_lens, val_pos[:-1])
         v_kinds = kinds[order]
         val_counts = np.bincount(add_mid[has_val], minlength=n_nodes)
         val_off = np.zeros(n_nodes + 1, np.int64)
