@@ -240,3 +240,16 @@ def test_corrupt_or_missing_file_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.trie"):
         Trie.load(missing)
     assert Trie.load(good).get([1, 4]) == ["b"]
+
+
+def test_update_accepts_a_mapping():
+    trie = Trie().update({(1, 2): "a", (3,): "b"})
+    assert trie.get([1, 2]) == ["a"] and trie.get([3]) == ["b"] and len(trie) == 2
+
+
+def test_save_compiles_pending_adds(tmp_path):
+    trie = Trie()
+    trie.add([4, 5, 6], "x")
+    trie.save(tmp_path / "t.trie")  # no query before: save compiles first
+    loaded = Trie.load(tmp_path / "t.trie")
+    assert loaded.get([4, 5, 6]) == ["x"] and loaded.next_ones([4]).tolist() == [5]

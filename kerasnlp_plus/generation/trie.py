@@ -65,6 +65,7 @@ import pickle
 import struct
 import tempfile
 import zlib
+from collections.abc import Mapping
 
 import marisa_trie
 import numpy as np
@@ -185,8 +186,8 @@ class Trie:
     # ------------------------------------------------------------------ build
     def _reset_pending(self):
         self._p_ids = array.array("I")  # unsigned: negative ids fail on extend
-        self._p_lens = array.array("q")
-        self._p_vlens = array.array("q")  # -1: added without a value
+        self._p_lens = array.array("i")
+        self._p_vlens = array.array("i")  # -1: added without a value
         self._p_kinds = bytearray()
         self._p_blob = bytearray()
 
@@ -225,11 +226,14 @@ class Trie:
         self._dirty = True
 
     def update(self, iterable):
-        """Add every item of ``iterable``: a key, or a ``(key, value)`` pair.
+        """Add every item of ``iterable``: a key, or a ``(key, value)`` pair;
+        a mapping adds its ``(key, value)`` items.
 
         An item is taken as a pair when it has two elements and the first is
         itself a sequence (a key of two ids, ``(5, 7)``, stays a key).
         """
+        if isinstance(iterable, Mapping):
+            iterable = iterable.items()
         add = self.add
         for item in iterable:
             if (
@@ -268,8 +272,8 @@ class Trie:
     def _collect(self):
         """All adds so far (compiled content first, then pending) as arrays."""
         p_codes = _ids_to_codes(np.frombuffer(self._p_ids, dtype=np.uint32))
-        p_lens = np.frombuffer(self._p_lens, dtype=np.int64)
-        p_vlens = np.frombuffer(self._p_vlens, dtype=np.int64)
+        p_lens = np.frombuffer(self._p_lens, dtype=np.int32).astype(np.int64)
+        p_vlens = np.frombuffer(self._p_vlens, dtype=np.int32).astype(np.int64)
         p_kinds = np.frombuffer(self._p_kinds, dtype=np.uint8)
         if self._m is None or self._n_keys == 0:
             return p_codes, p_lens, p_vlens, p_kinds, bytes(self._p_blob)
@@ -659,20 +663,24 @@ class Trie:
             header = json.loads(f.read(hlen).decode("utf-8"))
             version = header["version"]
             spec, n_marisa, n_blob = header["arrays"], header["marisa"], header["blob"]
+            sizes = [n_marisa, n_blob] + [item[3] for item in spec]
+            if not all(isinstance(n, int) and n >= 0 for n in sizes):
+                raise ValueError("bad sizes")
         except Exception:
             raise corrupt("unreadable header") from None
         if version != _FORMAT_VERSION:
             raise corrupt(f"format version {version}, expected {_FORMAT_VERSION}")
         crc, arrays = 0, {}
-        for name_, dtype, shape, nbytes in spec:
-            data = f.read(nbytes)
-            if len(data) != nbytes:
+        for item in spec:
+            data = f.read(item[3])
+            if len(data) != item[3]:
                 raise corrupt("truncated")
             crc = zlib.crc32(data, crc)
             try:
+                name_, dtype, shape, _ = item
                 arrays[name_] = np.frombuffer(data, dtype=dtype).reshape(shape)
             except (TypeError, ValueError):
-                raise corrupt(f"bad description of array {name_!r}") from None
+                raise corrupt(f"bad description of array {item[0]!r}") from None
         marisa_bytes = f.read(n_marisa)
         blob = f.read(n_blob)
         if len(marisa_bytes) != n_marisa or len(blob) != n_blob:
@@ -682,6 +690,22 @@ class Trie:
         crc = zlib.crc32(blob, zlib.crc32(marisa_bytes, crc))
         if crc != header.get("crc32"):
             raise corrupt("checksum mismatch")
+        try:
+            n_nodes = len(arrays["child_off"]) - 1
+            sizes_ok = (
+                n_nodes >= 0
+                and isinstance(header["n_keys"], int)
+                and len(arrays["val_off"]) == n_nodes + 1
+                and len(arrays["is_key_bits"]) == (n_nodes + 7) // 8
+                and int(arrays["child_off"][-1]) == len(arrays["labels"])
+                and int(arrays["val_off"][-1]) == len(arrays["val_pos"]) - 1
+                and int(arrays["val_pos"][-1]) == n_blob
+                and "used_ids" in arrays
+            )
+        except (KeyError, IndexError, TypeError):
+            sizes_ok = False
+        if not sizes_ok:
+            raise corrupt("inconsistent array sizes")
         trie = cls()
         try:
             trie._set_state(
@@ -698,6 +722,8 @@ class Trie:
             )
         except (KeyError, RuntimeError, ValueError) as e:
             raise corrupt(f"inconsistent content: {e!r}") from None
+        if len(trie._m) != n_nodes:
+            raise corrupt("marisa trie does not match the tables")
         trie._dirty = False
         return trie
 
