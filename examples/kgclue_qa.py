@@ -189,6 +189,13 @@ def rss_mb():
     return 0.0
 
 
+def peak_rss_mb():
+    """Peak resident memory of this process so far, in MB (``ru_maxrss``)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def build_kb_trie(path, key_encoder, max_key_len, limit=None, skip_bad=False, chunk=20000, log=print):
     """Stream the knowledge base into a Trie: key ``S [SEP] P [SEP] M [SEP]`` ->
     value ``'S<TAB>P<TAB>O'`` (the original strings, so answers are exact KB text).
@@ -223,6 +230,7 @@ def build_kb_trie(path, key_encoder, max_key_len, limit=None, skip_bad=False, ch
     stats["keys"] = len(trie)
     stats["trie_bytes"] = trie.memory_usage()["total"]
     stats["rss_growth_mb"] = rss_mb() - rss0
+    stats["peak_rss_mb"] = peak_rss_mb()
     log(f"trie: {stats['triples']:,} triples -> {stats['keys']:,} keys in {stats['total_seconds']:.1f} s "
         f"(tokenize+add {stats['add_seconds']:.1f} s, compile {stats['compile_seconds']:.1f} s); "
         f"{stats['trie_bytes'] / 2**20:.1f} MiB compiled, process RSS +{stats['rss_growth_mb']:.0f} MB"
@@ -254,15 +262,19 @@ def synthetic_kb_keys(n_triples, kb_path, key_encoder, seed=0, n_entities=None):
     m_share = len(m_ids) / len(real)
     n_entities = n_entities or max(1, round(n_triples * FULL_KB_ENTITIES / FULL_KB_TRIPLES))
     per = rng.multinomial(n_triples - n_entities, np.ones(n_entities) / n_entities) + 1
-    sep = [key_encoder.sep]
-    for e in range(n_entities):
-        s = rng.choice(vocab, size=rng.choice(s_len)).tolist()
-        if rng.random() < m_share:
-            s_m = m_ids[rng.integers(len(m_ids))]
-        else:
-            s_m = []
-        for p in rng.choice(len(p_ids), size=per[e]):
-            yield s + sep + p_ids[p] + sep + s_m + sep, "x" * int(o_lens[rng.integers(len(o_lens))])
+    lens = rng.choice(s_len, size=n_entities)
+    tokens = rng.choice(vocab, size=int(lens.sum())).tolist()
+    starts = np.concatenate([[0], np.cumsum(lens)]).tolist()
+    meaning = np.where(rng.random(n_entities) < m_share, rng.integers(len(m_ids), size=n_entities), -1).tolist()
+    preds = rng.integers(len(p_ids), size=n_triples).tolist()
+    values = rng.choice(o_lens, size=n_triples).tolist()
+    sep, t = [key_encoder.sep], 0
+    for e, count in enumerate(per.tolist()):
+        s = tokens[starts[e] : starts[e + 1]] + sep
+        m = (m_ids[meaning[e]] if meaning[e] >= 0 else []) + sep
+        for _ in range(count):
+            yield s + p_ids[preds[t]] + sep + m, "x" * values[t]
+            t += 1
 
 
 def trie_benchmark(n_triples, kb_path, key_encoder, log=print):
@@ -286,6 +298,8 @@ def trie_benchmark(n_triples, kb_path, key_encoder, log=print):
         "compile_seconds": timer() - add_seconds,
         "rss_before_compile_mb": rss_added - rss0,
         "rss_after_compile_mb": rss_mb() - rss0,
+        "rss_at_start_mb": rss0,
+        "peak_rss_mb": peak_rss_mb(),
         "trie_bytes": trie.memory_usage(),
     }
     log(json.dumps(stats, indent=1))

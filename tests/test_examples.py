@@ -165,3 +165,31 @@ def test_kgclue_smoke(kgclue, shared_data, vocab_path, tmp_path):
             assert set(record) == {"id", "answer"}
             triple = tuple(record["answer"].split(" ||| "))
             assert triple in kb, f"{name}: {triple} is not a triple of the knowledge base"
+
+
+def test_checkpoint_model_is_loaded_with_a_simplified_vocab(common, vocab_path, tmp_path):
+    """--config/--checkpoint/--vocab: a Google checkpoint over the full vocab is
+    loaded with bert4keras' vocabulary simplification (kept rows, in order)."""
+    import argparse
+
+    import numpy as np
+
+    from kerasnlp_plus.checkpoints import save_google_checkpoint
+    from kerasnlp_plus.models import build_transformer_model
+    from kerasnlp_plus.tokenizers import load_vocab
+
+    full = build_transformer_model(
+        None, application="unilm", with_mlm=True, vocab_size=21128, hidden_size=32,
+        num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+    )
+    prefix = save_google_checkpoint(full, str(tmp_path / "bert_model.ckpt"))
+    args = argparse.Namespace(config=str(tmp_path / "bert_config.json"), checkpoint=prefix,
+                              vocab=str(vocab_path), model="bert", scratch=False)
+    model, tokenizer, source = common.load_model_and_tokenizer(args, log=lambda *a: None)
+    _, keep_tokens = load_vocab(str(vocab_path), simplified=True, startswith=common.SPECIAL_TOKENS)
+    assert source == "checkpoint" and model.application == "unilm"
+    assert model.vocab_size == len(keep_tokens) == tokenizer.vocab_size < 21128
+    full_rows = full.token_embedding.get_weights()[0]
+    np.testing.assert_allclose(model.token_embedding.get_weights()[0], full_rows[keep_tokens])
+    ids, _ = tokenizer.encode("深度学习")
+    assert tokenizer.decode(ids) == "深度学习"
