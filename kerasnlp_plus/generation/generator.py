@@ -1,0 +1,490 @@
+"""Cached, batched decoding for ``'lm'`` / ``'unilm'`` models with an MLM head.
+
+:class:`Generator` encodes a padded batch of sources once, then feeds only the newest
+token of every beam (or sample) through the key/value cache, one compiled step per
+token. The cache holds ``batch * beams`` rows of ``source_length + maxlen`` slots;
+each step gathers the rows by beam parent, writes the new keys/values at the next slot
+and attends over the source's real tokens plus the generated slots. A row of a padded
+batch with ``n`` real source tokens gives its generated token ``t`` the position
+``n + t`` (segment 1 for UniLM), so each row equals its unpadded full forward pass.
+
+With ``length_penalty=0`` (the default) beam search follows bert4keras 0.11 exactly,
+and returns the same ids as :class:`kerasnlp_plus.snippets.AutoRegressiveDecoder`
+driven by the same model: summed log-probabilities (``log(p + 1e-12)``), the top
+``topk`` (beam, token) pairs of each source kept each step, a beam ends when its last
+token is ``end_id`` and it holds ``min_ends`` of them; from ``minlen`` on, the best
+beam is returned as soon as it has ended, otherwise ended beams are dropped and the
+beam count shrinks. Returned ids keep the final ``end_id`` (and ``start_id`` in front
+when one is set), as bert4keras does; ``tokenizer.decode`` drops special tokens.
+
+With ``length_penalty=alpha != 0`` (or ``keep_finished=True``) ended beams go into a
+pool instead, ranked by ``score / length**alpha`` (``length`` = generated tokens
+without ``start_id``; ``alpha > 0`` favours longer outputs), and are kept until no
+live beam can beat the best of them any more: for ``alpha >= 0`` a live beam's best
+possible final score is ``score / maxlen**alpha`` (scores only decrease), for
+``alpha < 0`` it is ``score / (length + 1)**alpha``. The ``topk`` live beams are the
+best non-ended candidates of each step.
+
+Example::
+
+    model = build_transformer_model(config, ckpt, application='unilm', with_mlm=True)
+    gen = Generator(model, end_id=tokenizer._token_end_id, maxlen=32)
+    batch = [tokenizer.encode(text, maxlen=256) for text in texts]
+    token_ids = sequence_padding([t for t, _ in batch])
+    segment_ids = sequence_padding([s for _, s in batch])
+    titles = [tokenizer.decode(ids) for ids in gen.beam_search([token_ids, segment_ids], topk=3)]
+"""
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from kerasnlp_plus import masks
+from kerasnlp_plus.snippets import (
+    apply_mask,
+    constraint_mask,
+    make_allowed_fn,
+    sample_from,
+    sequence_padding,
+)
+
+__all__ = ["Generator"]
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+class Generator:
+    """Batched beam search, greedy decoding and sampling with a key/value cache.
+
+    Args:
+        model: a :class:`kerasnlp_plus.models.Transformer` (or the handle returned with
+            ``return_keras_model=False``) built with ``application='lm'`` or
+            ``'unilm'`` and ``with_mlm=True`` (probabilities) or ``'linear'`` (logits).
+        end_id: the id that ends a sequence (e.g. [SEP]).
+        maxlen: the most generated tokens (decoding steps).
+        minlen: outputs shorter than this are not checked for ending (bert4keras).
+        start_id: id fed before the first generated token (None: the source's last
+            token predicts the first one, as in UniLM).
+        length_penalty: 0 keeps bert4keras' semantics; else the exponent ``alpha`` of
+            ``score / length**alpha`` for ranking ended beams (see the module docs).
+        keep_finished: keep ended beams until they cannot lose (default: True iff
+            ``length_penalty != 0``); False requires ``length_penalty == 0``.
+        no_repeat_ngram_size: n > 0 forbids repeating any n-gram of the output.
+        segment_id: segment of the generated tokens (default 1 for unilm, 0 for lm).
+        jit_compile: compile the per-step function with XLA.
+
+    Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
+    ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
+    end (or lists of lists, padded for you).
+    """
+
+    def __init__(
+        self,
+        model,
+        end_id,
+        maxlen,
+        minlen=1,
+        start_id=None,
+        length_penalty=0.0,
+        keep_finished=None,
+        no_repeat_ngram_size=0,
+        segment_id=None,
+        jit_compile=True,
+    ):
+        model = getattr(model, "model", model)  # the return_keras_model=False handle
+        application = getattr(model, "application", None)
+        if application not in ("lm", "unilm"):
+            raise ValueError(
+                f"Generator needs a model built with application='lm' or 'unilm', got application={application!r}"
+            )
+        with_mlm = getattr(model, "with_mlm", False)
+        if with_mlm not in (True, "softmax", "linear"):
+            raise ValueError(
+                f"Generator needs a model built with with_mlm=True or 'linear', got with_mlm={with_mlm!r}"
+            )
+        self.model = model
+        self.vocab_size = int(model.vocab_size)
+        end_id = _check_int("end_id", end_id, 0)
+        if end_id >= self.vocab_size:
+            raise ValueError(f"end_id={end_id} is outside the vocabulary of size {self.vocab_size}")
+        if start_id is not None:
+            start_id = _check_int("start_id", start_id, 0)
+            if start_id >= self.vocab_size:
+                raise ValueError(f"start_id={start_id} is outside the vocabulary of size {self.vocab_size}")
+        self.end_id, self.start_id = end_id, start_id
+        self.maxlen = _check_int("maxlen", maxlen, 1)
+        self.minlen = _check_int("minlen", minlen, 0)
+        self.length_penalty = float(length_penalty)
+        if keep_finished is None:
+            keep_finished = self.length_penalty != 0
+        if not keep_finished and self.length_penalty != 0:
+            raise ValueError(
+                f"keep_finished=False (bert4keras semantics) needs length_penalty=0, got {length_penalty!r}"
+            )
+        self.keep_finished = bool(keep_finished)
+        self.no_repeat_ngram_size = _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+        if segment_id is None:
+            segment_id = 1 if application == "unilm" else 0
+        if application == "unilm" and segment_id != 1:
+            # Generated tokens of segment 0 would be visible to the source: not cacheable.
+            raise ValueError(f"with application='unilm' generated tokens need segment_id=1, got {segment_id!r}")
+        self.segment_id = int(segment_id)
+        self.jit_compile = bool(jit_compile)
+        self._probabilities = with_mlm in (True, "softmax")
+        self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
+        self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
+
+    # --- the model pieces (traced) ---------------------------------------------------
+    def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask):
+        """Hidden states of the new tokens and the updated cache (``call_with_cache``
+        without the MLM head, so the prefill does not project every source position)."""
+        x = self.model.embed(token_ids, segment_ids, position_ids)
+        caches = []
+        for depth, block in enumerate(self.model.blocks_by_depth):
+            x, layer_cache = block(x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=index)
+            caches.append(layer_cache)
+        return x, ops.stack(caches, axis=0)
+
+    def _scores(self, hidden, temperature, rtype):
+        """bert4keras' ``wraps`` transformation: probabilities with temperature, or
+        their ``log(p + 1e-12)``."""
+        out = ops.cast(self.model.mlm_head(hidden), "float32")
+        if not self._probabilities:
+            probas = ops.softmax(out / temperature, axis=-1)
+        elif temperature != 1:
+            probas = ops.power(out, 1.0 / temperature)
+            probas = probas / ops.sum(probas, axis=-1, keepdims=True)
+        else:
+            probas = out
+        return probas if rtype == "probas" else ops.log(probas + 1e-12)
+
+    def _prefill(self, token_ids, segment_ids, copies, total_length, temperature, rtype):
+        batch, length = token_ids.shape
+        valid = ops.not_equal(token_ids, 0)
+        rank = masks.application_ranks(self.model.application, token_ids, segment_ids)
+        mask = masks.visibility(rank, rank, valid)
+        mask = ops.pad(mask, [[0, 0], [0, 0], [0, total_length - length]], constant_values=False)
+        positions = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))
+        cache = self.model.init_cache(batch, total_length)
+        hidden, cache = self._forward(token_ids, segment_ids, positions, cache, 0, mask)
+        last = ops.sum(ops.cast(valid, "int32"), axis=1) - 1
+        hidden = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        scores = self._scores(hidden, temperature, rtype)
+        return scores, ops.repeat(cache, copies, axis=1)
+
+    def _step(self, token_ids, parents, cache, index, position_ids, source_valid, source_length, temperature, rtype):
+        cache = ops.take(cache, parents, axis=1)  # reorder the rows by beam parent
+        slots = ops.arange(ops.shape(source_valid)[1], dtype="int32")[None]
+        generated = ops.logical_and(slots >= source_length, slots <= index)  # incl. this token
+        visible = ops.logical_or(source_valid, generated)
+        segments = ops.full_like(token_ids, self.segment_id)
+        hidden, cache = self._forward(
+            token_ids[:, None], segments[:, None], position_ids[:, None], cache, index, visible[:, None, :]
+        )
+        return self._scores(hidden[:, 0], temperature, rtype), cache
+
+    # --- host side ---------------------------------------------------------------------
+    def _prepare(self, inputs):
+        """``(token_ids, segment_ids)`` as padded int32 arrays, validated."""
+        if isinstance(inputs, (list, tuple)) and len(inputs) in (1, 2):
+            token_ids, segment_ids = inputs[0], (inputs[1] if len(inputs) == 2 else None)
+        else:
+            token_ids, segment_ids = inputs, None
+        token_ids = _as_batch(token_ids, "token_ids")
+        if segment_ids is None:
+            segment_ids = np.zeros_like(token_ids)
+        else:
+            segment_ids = _as_batch(segment_ids, "segment_ids", length=token_ids.shape[1])
+            if segment_ids.shape != token_ids.shape:
+                raise ValueError(
+                    f"segment_ids has shape {segment_ids.shape}, token_ids {token_ids.shape}; they must match"
+                )
+        if token_ids.shape[0] == 0:
+            raise ValueError("token_ids is an empty batch (no source)")
+        valid = token_ids != 0
+        lengths = valid.sum(axis=1)
+        for b, n in enumerate(lengths):
+            if n == 0:
+                raise ValueError(f"token_ids row {b} is an empty source (no non-zero token)")
+            if not valid[b, :n].all():
+                raise ValueError(f"token_ids row {b} has padding (0) before a real token; pad at the end")
+        if (token_ids < 0).any() or (token_ids >= self.vocab_size).any():
+            raise ValueError(f"token_ids must lie in [0, {self.vocab_size}), got ids up to {token_ids.max()}")
+        return token_ids.astype("int32"), segment_ids.astype("int32"), lengths.astype("int32")
+
+    def _start(self, inputs, copies, temperature, rtype):
+        token_ids, segment_ids, lengths = self._prepare(inputs)
+        batch, length = token_ids.shape
+        first = [] if self.start_id is None else [self.start_id]
+        total = length + len(first) + self.maxlen  # cache slots: source + generated
+        scores, cache = self._prefill_fn(
+            tf.constant(token_ids), tf.constant(segment_ids), copies, total, float(temperature), rtype
+        )
+        source_valid = np.zeros((batch * copies, total), bool)
+        source_valid[:, :length] = np.repeat(token_ids != 0, copies, axis=0)
+        session = _Session(
+            self, cache, np.repeat(lengths, copies), tf.constant(source_valid), length, float(temperature), rtype
+        )
+        if first:
+            n = batch * copies
+            session.advance(np.full(n, self.start_id, "int32"), np.arange(n, dtype="int32"), column=0)
+        else:
+            session.scores = np.repeat(np.asarray(scores), copies, axis=0)
+        return session, batch, first
+
+    def _check_common(self, topk_name, topk, min_ends, temperature):
+        _check_int(topk_name, topk, 1)
+        _check_int("min_ends", min_ends, 1)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+    # --- decoding ----------------------------------------------------------------------
+    def beam_search(self, inputs, topk=1, trie=None, prefix_allowed_tokens=None, min_ends=1, temperature=1.0):
+        """Beam search over a padded batch; returns one list of ids per source row.
+
+        Args:
+            inputs: ``[token_ids, segment_ids]`` (or ``[token_ids]``), ``(batch, length)``.
+            topk: beams per source.
+            trie: a :class:`~kerasnlp_plus.generation.Trie`; outputs (without
+                ``start_id``) are paths in it. A prefix with no continuation may only
+                take ``end_id``.
+            prefix_allowed_tokens: ``fn(batch_index, prefix_ids) -> allowed ids``
+                instead of ``trie``.
+            min_ends: how many ``end_id`` end a sequence (2 for ``S [SEP] P [SEP]``).
+            temperature: divides the logits (bert4keras' ``temperature``).
+
+        >>> ids = gen.beam_search([token_ids, segment_ids], topk=3)  # doctest: +SKIP
+        """
+        self._check_common("topk", topk, min_ends, temperature)
+        allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        session, batch, first = self._start(inputs, topk, temperature, "logits")
+        rows = [_Beams(first, topk) for _ in range(batch)]
+        k_max = int(topk)
+        for step in range(self.maxlen):
+            tokens = np.zeros(batch * k_max, "int32")
+            parents = np.arange(batch * k_max, dtype="int32")
+            for b, row in enumerate(rows):
+                if row.result is not None:
+                    continue
+                base = b * k_max
+                logp = session.scores[base + row.slots]
+                mask = constraint_mask(
+                    allowed_fn, b, row.ids[:, len(first):], self.vocab_size, self.end_id, self.no_repeat_ngram_size
+                )
+                if mask is not None:
+                    logp = apply_mask(logp, mask, -np.inf)
+                scores = row.scores[:, None] + logp
+                if self.keep_finished:
+                    self._advance_pool(row, scores, k_max, min_ends, len(first), constrained=mask is not None)
+                else:
+                    self._advance_bert4keras(row, scores, min_ends, constrained=mask is not None)
+                if row.result is None:
+                    k = len(row.scores)
+                    parents[base:base + k] = base + row.parent_slots
+                    tokens[base:base + k] = row.ids[:, -1]
+                    row.slots = np.arange(k)
+            if all(row.result is not None for row in rows) or step == self.maxlen - 1:
+                break
+            session.advance(tokens, parents, column=len(first) + step)
+        return [self._final(row, len(first)) for row in rows]
+
+    def greedy(self, inputs, **kwargs):
+        """:meth:`beam_search` with one beam."""
+        return self.beam_search(inputs, topk=1, **kwargs)
+
+    def _advance_bert4keras(self, row, scores, min_ends, constrained):
+        """One step of bert4keras 0.11's beam search for one source."""
+        k = row.k
+        indices = scores.argpartition(-k, axis=None)[-k:]
+        parents = indices // scores.shape[1]
+        ids = np.concatenate([row.ids[parents], (indices % scores.shape[1])[:, None]], 1)
+        out_scores = np.take_along_axis(scores, indices, axis=None)
+        parent_slots = row.slots[parents]
+        if constrained:  # fewer than k allowed pairs: the -inf picks are not beams
+            alive = np.isfinite(out_scores)
+            ids, out_scores, parent_slots = ids[alive], out_scores[alive], parent_slots[alive]
+        is_end = ids[:, -1] == self.end_id
+        end_counts = (ids == self.end_id).sum(1)
+        if ids.shape[1] >= self.minlen:
+            best = out_scores.argmax()
+            if is_end[best] and end_counts[best] >= min_ends:
+                row.result = ids[best]
+                return
+            flag = ~is_end | (end_counts < min_ends)
+            ids, out_scores, parent_slots = ids[flag], out_scores[flag], parent_slots[flag]
+        row.ids, row.scores, row.parent_slots, row.k = ids, out_scores, parent_slots, len(out_scores)
+
+    def _normalized(self, score, length):
+        return score / max(length, 1) ** self.length_penalty if self.length_penalty else score
+
+    def _advance_pool(self, row, scores, k_max, min_ends, n_first, constrained):
+        """One step of beam search with a pool of ended beams (length penalty)."""
+        flat = scores.ravel()
+        m = min(2 * k_max, flat.size)
+        cand = flat.argpartition(-m)[-m:]
+        cand = cand[np.argsort(-flat[cand], kind="stable")]
+        keep_ids, keep_scores, keep_parents = [], [], []
+        for c in cand:
+            score = flat[c]
+            if not np.isfinite(score):
+                break
+            parent, token = divmod(int(c), scores.shape[1])
+            ids = np.append(row.ids[parent], token)
+            if token == self.end_id and (ids == self.end_id).sum() >= min_ends and len(ids) >= self.minlen:
+                norm = self._normalized(score, len(ids) - n_first)
+                if row.pool is None or norm > row.pool[1]:
+                    row.pool = (ids, norm)
+            else:
+                keep_ids.append(ids)
+                keep_scores.append(score)
+                keep_parents.append(row.slots[parent])
+                if len(keep_ids) == k_max:
+                    break
+        if not keep_ids:
+            row.result = row.pool[0]
+            return
+        row.ids, row.scores = np.stack(keep_ids), np.array(keep_scores)
+        row.parent_slots = np.array(keep_parents)
+        if row.pool is not None:
+            best, length = row.scores.max(), row.ids.shape[1] - n_first
+            if self.length_penalty >= 0:
+                bound = self._normalized(best, self.maxlen)
+            else:
+                bound = self._normalized(best, length + 1)
+            if row.pool[1] >= bound:
+                row.result = row.pool[0]
+
+    def _final(self, row, n_first):
+        """The result of a source: its returned beam, else the best at ``maxlen``."""
+        if row.result is not None:
+            return [int(t) for t in row.result]
+        if not self.keep_finished:
+            return [int(t) for t in row.ids[row.scores.argmax()]]
+        length = row.ids.shape[1] - n_first
+        norms = [self._normalized(s, length) for s in row.scores]
+        best = int(np.argmax(norms))
+        if row.pool is not None and row.pool[1] >= norms[best]:
+            return [int(t) for t in row.pool[0]]
+        return [int(t) for t in row.ids[best]]
+
+    def random_sample(
+        self,
+        inputs,
+        n=1,
+        topk=None,
+        topp=None,
+        temperature=1.0,
+        seed=None,
+        trie=None,
+        prefix_allowed_tokens=None,
+        min_ends=1,
+    ):
+        """Sample ``n`` outputs per source; returns, per source row, a list of ``n``
+        id lists (in sample order).
+
+        ``topk`` keeps the ``topk`` most probable tokens, ``topp`` the smallest set
+        reaching probability ``topp`` (both as bert4keras); ``seed`` an int or a
+        ``numpy.random.Generator``; ``trie`` / ``prefix_allowed_tokens`` as in
+        :meth:`beam_search`.
+        """
+        self._check_common("n", n, min_ends, temperature)
+        if topk is not None:
+            _check_int("topk", topk, 1)
+        if topp is not None and not 0 < topp <= 1:
+            raise ValueError(f"topp must be in (0, 1], got {topp!r}")
+        allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        session, batch, first = self._start(inputs, n, temperature, "probas")
+        rows = batch * n
+        outputs = [list(first) for _ in range(rows)]
+        alive = np.ones(rows, bool)
+        tokens = np.zeros(rows, "int32")
+        for step in range(self.maxlen):
+            live = np.flatnonzero(alive)
+            probas = session.scores[live]
+            for b in range(batch):
+                sel = np.flatnonzero(live // n == b)
+                if sel.size:
+                    mask = constraint_mask(
+                        allowed_fn,
+                        b,
+                        [outputs[i][len(first):] for i in live[sel]],
+                        self.vocab_size,
+                        self.end_id,
+                        self.no_repeat_ngram_size,
+                    )
+                    if mask is not None:
+                        probas[sel] = apply_mask(probas[sel], mask, 0.0)
+            probas = probas / probas.sum(axis=1, keepdims=True)
+            sampled = sample_from(probas, topk, topp, rng.choice)
+            tokens[:] = 0
+            for i, token in zip(live, sampled):
+                out = outputs[i]
+                out.append(int(token))
+                tokens[i] = token
+                if token == self.end_id and len(out) >= self.minlen and out.count(self.end_id) >= min_ends:
+                    alive[i] = False
+            if not alive.any() or step == self.maxlen - 1:
+                break
+            session.advance(tokens, np.arange(rows, dtype="int32"), column=len(first) + step)
+        return [outputs[b * n:(b + 1) * n] for b in range(batch)]
+
+
+class _Beams:
+    """Host-side state of one source's beams."""
+
+    def __init__(self, first, topk):
+        self.ids = np.array([first], dtype=np.int64).reshape(1, len(first))
+        self.scores = np.zeros(1)
+        self.slots = np.array([0])  # cache row (within the source's block) of each beam
+        self.parent_slots = None
+        self.k = int(topk)  # bert4keras' topk, shrinks as beams end
+        self.result = None
+        self.pool = None  # (ids, normalized score) of the best ended beam
+
+
+class _Session:
+    """The cache and step inputs of one decoding call."""
+
+    def __init__(self, generator, cache, lengths, source_valid, source_length, temperature, rtype):
+        self.generator = generator
+        self.cache = cache
+        self.lengths = lengths.astype("int32")
+        self.source_valid = source_valid
+        self.source_length = source_length
+        self.temperature = temperature
+        self.rtype = rtype
+        self.scores = None
+
+    def advance(self, tokens, parents, column):
+        """Feed ``tokens`` (the output column ``column``) after gathering rows by
+        ``parents``; sets ``self.scores`` to the next-token scores (numpy)."""
+        scores, self.cache = self.generator._step_fn(
+            tf.constant(tokens, "int32"),
+            tf.constant(parents, "int32"),
+            self.cache,
+            tf.constant(self.source_length + column, "int32"),
+            tf.constant(self.lengths + column, "int32"),
+            self.source_valid,
+            tf.constant(self.source_length, "int32"),
+            self.temperature,
+            self.rtype,
+        )
+        self.scores = np.asarray(scores)
+
+
+def _as_batch(x, name, length=None):
+    """A 2-D int array from an array or a (ragged) list of lists."""
+    if isinstance(x, tf.Tensor):
+        x = x.numpy()
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], (list, tuple, np.ndarray)):
+        x = sequence_padding(x, length=length) if len({len(r) for r in x}) > 1 or length else np.asarray(x)
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or not (x.size == 0 or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must be int ids of shape (batch, length), got shape {x.shape} dtype {x.dtype}")
+    return x
