@@ -289,6 +289,7 @@ def test_mixed_precision_forward_train_and_cache(policy):
         assert m.get_layer("Transformer-0").compute_dtype == policy.split("_")[1]
         m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         assert np.isfinite(m.fit([ids, segs], ids, epochs=1, verbose=0).history["loss"][0])
+        out = run(m, ids, segs)  # the weights moved
         cache = m.init_cache(2, 10)
         visible = masks.visibility(_ranks("unilm", ids, segs), _ranks("unilm", ids, segs), ids != 0)
         step, cache = m.call_with_cache(ids, segs, cache, 0, visible)
