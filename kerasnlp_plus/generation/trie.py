@@ -324,16 +324,18 @@ class Trie:
             return
         width = max(int(lens.max()), 1)
         used_ids = _codes_to_ids(np.flatnonzero(np.bincount(codes)).astype(np.uint32))
-        # One row of code points per add, 0-padded; viewed as fixed-width numpy
-        # unicode strings, sorting is lexicographic order of the id sequences.
-        mat = np.zeros((n_adds, width), np.uint32)
+        # One row of code points per add, 0-padded, big-endian (2 bytes each
+        # when every code fits, the usual case, else 4): viewed as fixed-width
+        # byte strings, numpy's sort is the lexicographic order of the keys.
+        code_dtype = np.dtype(">u2" if int(codes.max()) < 1 << 16 else ">u4")
+        str_dtype = np.dtype(("S", width * code_dtype.itemsize))
+        mat = np.zeros((n_adds, width), code_dtype)
         mat[np.arange(width) < lens[:, None]] = codes
-        str_dtype = np.dtype(("U", width))
         keys, inv = np.unique(mat.view(str_dtype).ravel(), return_inverse=True)
         del mat
         inv = inv.ravel()
         n_keys = len(keys)
-        sk = keys.view(np.uint32).reshape(n_keys, width)
+        sk = keys.view(code_dtype).reshape(n_keys, width)
 
         # Between sorted neighbours a and b with longest common prefix d, the
         # node b[:d] has children b[d] and a[d] (a[d] == 0: a ends there, so
@@ -358,10 +360,11 @@ class Trie:
         in_keys = _isin_sorted(ev_nodes, keys)
         extra = ev_nodes[~in_keys]
 
-        def batches():
+        def batches():  # lists of Python str, the marisa key of each row
             for a in (keys, extra):
                 for i in range(0, len(a), _BATCH):
-                    yield a[i : i + _BATCH].tolist()
+                    rows = a[i : i + _BATCH].view(code_dtype).reshape(-1, width)
+                    yield rows.astype(np.uint32).view(("U", width)).ravel().tolist()
 
         m = marisa_trie.Trie(itertools.chain.from_iterable(batches()))
         n_nodes = len(m)
