@@ -129,7 +129,8 @@ def test_real_kb_subset(shared_data, vocab_path):
     subject = key[: key.index(SEP) + 1]
     expected = sorted({tuple(k) for k in keys if k[: len(subject)] == subject})
     assert sorted(map(tuple, trie.keys(subject))) == expected
-    assert trie.next_ones(key) .tolist() == sorted(ref.next.get(tuple(key), ()))
+    assert {tuple(k): v for k, v in trie.items(subject)} == {k: ref.values[k] for k in expected}
+    assert trie.next_ones(key).tolist() == sorted(ref.next.get(tuple(key), ()))
 
 
 def test_duplicate_keys_keep_all_values_in_insertion_order():
