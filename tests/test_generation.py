@@ -16,6 +16,7 @@ from kerasnlp_plus.snippets import AutoRegressiveDecoder, sequence_padding
 
 END = 102  # [SEP] in the real vocabulary
 MAXLEN = 10
+JIT = dict(jit_compile=False)  # XLA compiles per shape; only the main equality test uses it
 TINY = dict(vocab_size=21128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, initializer_range=0.5)
 
@@ -104,7 +105,7 @@ def test_bert4keras_autotitle_script_runs_and_matches_generator(unilm, tokenizer
 
     autotitle = AutoTitle(start_id=None, end_id=tokenizer._token_end_id, maxlen=MAXLEN)
     titles = [autotitle.generate(text, topk=2) for text in abstracts[:2]]
-    ids = Generator(unilm, END, MAXLEN).beam_search(padded([tokenizer.encode(t, maxlen=64) for t in abstracts[:2]]),
+    ids = Generator(unilm, END, MAXLEN, **JIT).beam_search(padded([tokenizer.encode(t, maxlen=64) for t in abstracts[:2]]),
                                                     topk=2)
     assert titles == [tokenizer.decode(x) for x in ids]
     assert all(isinstance(t, str) for t in titles)
@@ -115,7 +116,7 @@ def test_bert4keras_autotitle_script_runs_and_matches_generator(unilm, tokenizer
 def test_generator_beam_search_equals_uncached_decoder(application, request, sources):
     model = request.getfixturevalue(application)
     decoder = seq2seq_decoder(model)
-    generator = Generator(model, END, MAXLEN)
+    generator = Generator(model, END, MAXLEN, jit_compile=application == "unilm")  # both graph kinds
     ended = unended = 0
     for topk in (1, 3):
         expected = [[int(t) for t in decoder.beam_search([t, s], topk=topk)] for t, s in sources]
@@ -130,7 +131,7 @@ def test_generator_beam_search_equals_uncached_decoder(application, request, sou
 def test_cached_steps_equal_full_forward_on_padded_batch(unilm, sources):
     """Teacher-forced cached steps (2 copies per row, rows swapped every step by the
     parent gather) give the log-probabilities of each row's unpadded full pass."""
-    generator = Generator(unilm, END, 6)
+    generator = Generator(unilm, END, 6, **JIT)
     session, batch, _ = generator._start(padded(sources), 2, 1.0, "logits")
     rng = np.random.default_rng(0)
     forced = rng.integers(106, 21128, size=(batch, 5))
@@ -168,7 +169,7 @@ def test_linear_head_and_start_id_match_uncached(sources):
 
     decoder = Decoder(start_id=101, end_id=END, maxlen=6)
     expected = [[int(t) for t in decoder.beam_search([t, s], topk=2, temperature=0.7)] for t, s in sources[:3]]
-    got = Generator(model, END, 6, start_id=101).beam_search(padded(sources[:3]), topk=2, temperature=0.7)
+    got = Generator(model, END, 6, start_id=101, **JIT).beam_search(padded(sources[:3]), topk=2, temperature=0.7)
     assert got == expected
     assert all(x[0] == 101 for x in got)
 
@@ -197,7 +198,7 @@ def test_pool_beam_search_finds_exhaustive_optimum(alpha):
         score = sum(steps[:length]) / length ** alpha
         if score > best_score:
             best, best_score = list(path[:length]), score
-    generator = Generator(model, end, 3, length_penalty=alpha, keep_finished=True)
+    generator = Generator(model, end, 3, length_penalty=alpha, keep_finished=True, **JIT)
     got = generator.beam_search([np.array([source])], topk=64, prefix_allowed_tokens=lambda b, prefix: tokens)
     assert got == [[int(t) for t in best]]
 
@@ -219,10 +220,12 @@ def test_trie_beam_search_outputs_are_trie_keys_in_both_decoders(unilm, sources,
     trie = Trie()
     for key in title_keys:
         trie.add(key)
-    expected = [[int(t) for t in seq2seq_decoder(unilm).beam_search([t, s], topk=3, trie=trie)] for t, s in sources]
-    got = Generator(unilm, END, MAXLEN).beam_search(padded(sources), topk=3, trie=trie)
-    assert got == expected
+    got = Generator(unilm, END, MAXLEN, **JIT).beam_search(padded(sources), topk=3, trie=trie)
     assert all(ids in trie for ids in got)
+    # The uncached decoder on two of the rows (it is slow): same constrained beams.
+    expected = [[int(t) for t in seq2seq_decoder(unilm).beam_search([t, s], topk=3, trie=trie)]
+                for t, s in sources[:2]]
+    assert got[:2] == expected
 
 
 def test_prefix_without_continuation_ends_instead_of_crashing(unilm, sources):
@@ -231,9 +234,9 @@ def test_prefix_without_continuation_ends_instead_of_crashing(unilm, sources):
     trie = Trie()
     for key in keys:
         trie.add(key)
-    for out in Generator(unilm, END, MAXLEN).beam_search(padded(sources), topk=2, trie=trie):
+    for out in Generator(unilm, END, MAXLEN, **JIT).beam_search(padded(sources), topk=2, trie=trie):
         assert out[-1] == END and out[:-1] in keys
-    samples = Generator(unilm, END, MAXLEN).random_sample(padded(sources), n=3, trie=trie, seed=0)
+    samples = Generator(unilm, END, MAXLEN, **JIT).random_sample(padded(sources), n=3, trie=trie, seed=0)
     assert all(s[-1] == END and s[:-1] in keys for row in samples for s in row)
     out = seq2seq_decoder(unilm).beam_search(list(sources[0]), topk=2, trie=trie)
     assert out[-1] == END and list(out[:-1]) in keys
@@ -245,7 +248,7 @@ def test_subject_sep_predicate_sep_ends_after_second_sep(lm, sources):
     trie = Trie()
     for key in keys:
         trie.add(key)
-    generator = Generator(lm, END, MAXLEN)
+    generator = Generator(lm, END, MAXLEN, **JIT)
     for out in generator.beam_search(padded(sources), topk=3, trie=trie, min_ends=2):
         assert out in keys
     for row in generator.random_sample(padded(sources), n=4, trie=trie, min_ends=2, seed=1):
@@ -265,7 +268,7 @@ def test_prefix_allowed_tokens_uses_the_batch_index(unilm, sources):
         calls.add(batch_index)
         return allowed[batch_index]
 
-    generator = Generator(unilm, END, MAXLEN)
+    generator = Generator(unilm, END, MAXLEN, **JIT)
     for b, out in enumerate(generator.beam_search(padded(sources), topk=2, prefix_allowed_tokens=fn)):
         assert set(out) <= set(allowed[b])
     assert calls == set(range(len(sources)))
@@ -275,7 +278,7 @@ def test_prefix_allowed_tokens_uses_the_batch_index(unilm, sources):
 
 # --- sampling ------------------------------------------------------------------------------
 def test_random_sample_shapes_seed_and_topk1_is_greedy(unilm, sources):
-    generator = Generator(unilm, END, MAXLEN)
+    generator = Generator(unilm, END, MAXLEN, **JIT)
     samples = generator.random_sample(padded(sources), n=3, topk=50, seed=7)
     assert len(samples) == len(sources) and all(len(row) == 3 for row in samples)
     assert all(1 <= len(s) <= MAXLEN for row in samples for s in row)
@@ -285,7 +288,7 @@ def test_random_sample_shapes_seed_and_topk1_is_greedy(unilm, sources):
 
 
 def test_no_repeat_ngram_size(lm, sources):
-    out = Generator(lm, END, MAXLEN, no_repeat_ngram_size=2).beam_search(padded(sources), topk=2)
+    out = Generator(lm, END, MAXLEN, no_repeat_ngram_size=2, **JIT).beam_search(padded(sources), topk=2)
     for ids in out:
         bigrams = list(zip(ids, ids[1:]))
         assert len(bigrams) == len(set(bigrams))
@@ -297,7 +300,7 @@ def test_bad_arguments_raise_value_errors(unilm, sources):
         Generator(unilm, 21128, MAXLEN)
     with pytest.raises(ValueError, match=r"end_id must be an int >= 0, got -1"):
         Generator(unilm, -1, MAXLEN)
-    generator = Generator(unilm, END, MAXLEN)
+    generator = Generator(unilm, END, MAXLEN, **JIT)
     with pytest.raises(ValueError, match=r"topk must be an int >= 1, got 0"):
         generator.beam_search(padded(sources), topk=0)
     with pytest.raises(ValueError, match=r"n must be an int >= 1, got 0"):
