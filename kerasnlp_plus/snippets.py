@@ -118,6 +118,19 @@ def constraint_mask(allowed_fn, batch_index, prefixes, vocab_size, end_id, no_re
     return mask
 
 
+def select_topk(scores, k, mask=None):
+    """Flat indices of the ``k`` best entries of ``scores`` in ``argpartition`` order
+    (bert4keras' beam step); with a boolean ``mask``, only among allowed entries (fewer
+    when fewer are allowed). Selecting among the allowed entries, rather than over
+    ``-inf``-filled scores, keeps ``argpartition`` fast under a trie."""
+    if mask is None:
+        return scores.argpartition(-k, axis=None)[-k:]
+    allowed = np.flatnonzero(mask)
+    if len(allowed) <= k:
+        return allowed
+    return allowed[scores.ravel()[allowed].argpartition(-k)[-k:]]
+
+
 def apply_mask(scores, mask, fill):
     """``scores`` with the entries where ``mask`` is False set to ``fill``. For
     probabilities (``fill=0``) a row whose allowed tokens all have probability 0
@@ -264,22 +277,20 @@ class AutoRegressiveDecoder:
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
-            scores = self._constrain(scores, output_ids, allowed_fn, no_repeat_ngram_size, -np.inf)
+            mask = constraint_mask(
+                allowed_fn, 0, self._generated(output_ids), scores.shape[1], self.end_id, no_repeat_ngram_size
+            )
             if step == 0:  # after the first step the input is repeated topk times
                 inputs = [np.repeat(i, topk, axis=0) for i in inputs]
             scores = output_scores.reshape((-1, 1)) + scores
-            indices = scores.argpartition(-topk, axis=None)[-topk:]
+            indices = select_topk(scores, topk, mask)
             indices_1 = indices // scores.shape[1]  # beam (row)
             indices_2 = (indices % scores.shape[1]).reshape((-1, 1))  # token (column)
             output_ids = np.concatenate([output_ids[indices_1], indices_2], 1)
             output_scores = np.take_along_axis(scores, indices, axis=None)
-            if allowed_fn is not None or no_repeat_ngram_size:
-                # Fewer than topk allowed pairs: the -inf picks are not beams.
-                alive = np.isfinite(output_scores)
-                if not alive.all():
-                    inputs = [i[alive] for i in inputs]
-                    output_ids, output_scores = output_ids[alive], output_scores[alive]
-                    topk = int(alive.sum())
+            if len(indices) < len(inputs[0]):  # fewer allowed pairs than beams
+                inputs = [i[: len(indices)] for i in inputs]
+                topk = len(indices)
             is_end = output_ids[:, -1] == self.end_id
             end_counts = (output_ids == self.end_id).sum(1)
             if output_ids.shape[1] >= self.minlen:

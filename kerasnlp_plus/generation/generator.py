@@ -44,6 +44,7 @@ from kerasnlp_plus.snippets import (
     constraint_mask,
     make_allowed_fn,
     sample_from,
+    select_topk,
     sequence_padding,
 )
 
@@ -274,13 +275,11 @@ class Generator:
                 mask = constraint_mask(
                     allowed_fn, b, row.ids[:, len(first):], self.vocab_size, self.end_id, self.no_repeat_ngram_size
                 )
-                if mask is not None:
-                    logp = apply_mask(logp, mask, -np.inf)
                 scores = row.scores[:, None] + logp
                 if self.keep_finished:
-                    self._advance_pool(row, scores, k_max, min_ends, len(first), constrained=mask is not None)
+                    self._advance_pool(row, scores, mask, k_max, min_ends, len(first))
                 else:
-                    self._advance_bert4keras(row, scores, min_ends, constrained=mask is not None)
+                    self._advance_bert4keras(row, scores, mask, min_ends)
                 if row.result is None:
                     k = len(row.scores)
                     parents[base:base + k] = base + row.parent_slots
@@ -295,17 +294,14 @@ class Generator:
         """:meth:`beam_search` with one beam."""
         return self.beam_search(inputs, topk=1, **kwargs)
 
-    def _advance_bert4keras(self, row, scores, min_ends, constrained):
-        """One step of bert4keras 0.11's beam search for one source."""
-        k = row.k
-        indices = scores.argpartition(-k, axis=None)[-k:]
+    def _advance_bert4keras(self, row, scores, mask, min_ends):
+        """One step of bert4keras 0.11's beam search for one source (the same
+        selection code as ``AutoRegressiveDecoder.beam_search``)."""
+        indices = select_topk(scores, row.k, mask)
         parents = indices // scores.shape[1]
         ids = np.concatenate([row.ids[parents], (indices % scores.shape[1])[:, None]], 1)
         out_scores = np.take_along_axis(scores, indices, axis=None)
         parent_slots = row.slots[parents]
-        if constrained:  # fewer than k allowed pairs: the -inf picks are not beams
-            alive = np.isfinite(out_scores)
-            ids, out_scores, parent_slots = ids[alive], out_scores[alive], parent_slots[alive]
         is_end = ids[:, -1] == self.end_id
         end_counts = (ids == self.end_id).sum(1)
         if ids.shape[1] >= self.minlen:
@@ -320,17 +316,14 @@ class Generator:
     def _normalized(self, score, length):
         return score / max(length, 1) ** self.length_penalty if self.length_penalty else score
 
-    def _advance_pool(self, row, scores, k_max, min_ends, n_first, constrained):
+    def _advance_pool(self, row, scores, mask, k_max, min_ends, n_first):
         """One step of beam search with a pool of ended beams (length penalty)."""
         flat = scores.ravel()
-        m = min(2 * k_max, flat.size)
-        cand = flat.argpartition(-m)[-m:]
+        cand = select_topk(scores, min(2 * k_max, flat.size), mask)
         cand = cand[np.argsort(-flat[cand], kind="stable")]
         keep_ids, keep_scores, keep_parents = [], [], []
         for c in cand:
             score = flat[c]
-            if not np.isfinite(score):
-                break
             parent, token = divmod(int(c), scores.shape[1])
             ids = np.append(row.ids[parent], token)
             if token == self.end_id and (ids == self.end_id).sum() >= min_ends and len(ids) >= self.minlen:
