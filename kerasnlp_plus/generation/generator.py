@@ -75,7 +75,10 @@ class Generator:
             ``length_penalty != 0``); False requires ``length_penalty == 0``.
         no_repeat_ngram_size: n > 0 forbids repeating any n-gram of the output.
         segment_id: segment of the generated tokens (default 1 for unilm, 0 for lm).
-        jit_compile: compile the per-step function with XLA.
+        jit_compile: compile the prefill and step functions with XLA.
+        length_bucket: pad the source length up to a multiple of this (padding is
+            masked, results are unchanged) so batches of similar lengths reuse one
+            compiled graph instead of retracing per padded length.
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -94,6 +97,7 @@ class Generator:
         no_repeat_ngram_size=0,
         segment_id=None,
         jit_compile=True,
+        length_bucket=16,
     ):
         model = getattr(model, "model", model)  # the return_keras_model=False handle
         application = getattr(model, "application", None)
@@ -134,6 +138,7 @@ class Generator:
             raise ValueError(f"with application='unilm' generated tokens need segment_id=1, got {segment_id!r}")
         self.segment_id = int(segment_id)
         self.jit_compile = bool(jit_compile)
+        self.length_bucket = _check_int("length_bucket", length_bucket, 1)
         self._probabilities = with_mlm in (True, "softmax")
         self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
@@ -218,6 +223,10 @@ class Generator:
 
     def _start(self, inputs, copies, temperature, rtype):
         token_ids, segment_ids, lengths = self._prepare(inputs)
+        pad = -token_ids.shape[1] % self.length_bucket
+        if pad:
+            token_ids = np.pad(token_ids, [(0, 0), (0, pad)])
+            segment_ids = np.pad(segment_ids, [(0, 0), (0, pad)])
         batch, length = token_ids.shape
         first = [] if self.start_id is None else [self.start_id]
         total = length + len(first) + self.maxlen  # cache slots: source + generated
