@@ -123,14 +123,8 @@ def unilm_dataset(encoded, batch_size, shuffle=False, seed=0):
 
 def pad_batch(seqs, value=0):
     """Right-pad int sequences into one ``(batch, max_len)`` int32 array."""
-    try:
-        from kerasnlp_plus.snippets import sequence_padding
-    except ImportError:  # snippets not landed yet
-        width = max(len(s) for s in seqs)
-        out = np.full((len(seqs), width), value, np.int32)
-        for i, s in enumerate(seqs):
-            out[i, : len(s)] = s
-        return out
+    from kerasnlp_plus.snippets import sequence_padding
+
     return np.asarray(sequence_padding(seqs, value=value), np.int32)
 
 
@@ -279,10 +273,8 @@ class Decoder:
     """
 
     def __init__(self, model, end_id, maxlen, batch_size=32, minlen=1):
-        try:
-            from kerasnlp_plus.generation import Generator
-        except ImportError:  # TEMPORARY until the cached Generator lands
-            Generator = _UncachedGreedy
+        from kerasnlp_plus.generation import Generator
+
         self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen)
         self.batch_size = batch_size
 
@@ -302,44 +294,6 @@ class Decoder:
             for i, out in zip(idx, outputs):
                 results[i] = [int(t) for t in out]
         return results
-
-
-class _UncachedGreedy:
-    """TEMPORARY stand-in for ``kerasnlp_plus.generation.Generator`` (greedy only,
-    re-runs the whole prefix each step). Removed once the Generator lands."""
-
-    def __init__(self, model, end_id, maxlen, minlen=1):
-        self.model, self.end_id, self.maxlen, self.minlen = model, end_id, maxlen, minlen
-
-    def beam_search(self, inputs, topk=1, trie=None, min_ends=1):
-        token_ids = np.asarray(inputs[0])
-        lengths = (token_ids != 0).sum(1)
-        outs = [[] for _ in lengths]
-        done = np.zeros(len(lengths), bool)
-        for step in range(self.maxlen):
-            seqs = [list(token_ids[i, : lengths[i]]) + outs[i] for i in range(len(outs))]
-            segs = [[0] * lengths[i] + [1] * len(outs[i]) for i in range(len(outs))]
-            probs = np.asarray(self.model([pad_batch(seqs), pad_batch(segs)], training=False))
-            for i in range(len(outs)):
-                if done[i]:
-                    continue
-                p = probs[i, len(seqs[i]) - 1].copy()
-                if step + 1 < self.minlen:
-                    p[self.end_id] = 0
-                if trie is not None:
-                    allowed = np.asarray(trie.next_ones(outs[i]), np.int64)
-                    q = np.zeros_like(p)
-                    if len(allowed):
-                        q[allowed] = p[allowed] + 1e-12
-                    else:
-                        q[self.end_id] = 1
-                    p = q
-                outs[i].append(int(p.argmax()))
-                if outs[i].count(self.end_id) >= min_ends:
-                    done[i] = True
-            if done.all():
-                break
-        return outs
 
 
 # ------------------------------------------------------------------------- metrics
