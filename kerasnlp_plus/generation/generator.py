@@ -145,14 +145,10 @@ class Generator:
 
     # --- the model pieces (traced) ---------------------------------------------------
     def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask):
-        """Hidden states of the new tokens and the updated cache (``call_with_cache``
-        without the MLM head, so the prefill does not project every source position)."""
-        x = self.model.embed(token_ids, segment_ids, position_ids)
-        caches = []
-        for depth, block in enumerate(self.model.blocks_by_depth):
-            x, layer_cache = block(x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=index)
-            caches.append(layer_cache)
-        return x, ops.stack(caches, axis=0)
+        """Hidden states of the new tokens and the updated cache (without the MLM head,
+        so the prefill does not project every source position onto the vocabulary)."""
+        return self.model.call_with_cache(token_ids, segment_ids, cache, index, attention_mask,
+                                          position_ids=position_ids, return_hidden=True)
 
     def _scores(self, hidden, temperature, rtype):
         """bert4keras' ``wraps`` transformation: probabilities with temperature, or

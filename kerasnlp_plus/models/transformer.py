@@ -310,6 +310,7 @@ class Transformer(keras.Model):
         cache_update_index,
         attention_mask,
         position_ids=None,
+        return_hidden=False,
     ):
         """Run ``token_ids`` (the new tokens only) against the cache.
 
@@ -321,11 +322,13 @@ class Transformer(keras.Model):
                 it must hide unwritten slots and padding (see ``masks.visibility``).
             position_ids: int ``(batch, new_length)``; defaults to
                 ``cache_update_index + arange(new_length)``.
+            return_hidden: return the last layer's hidden states instead of the MLM
+                output (a decoder's prefill needs the head at one position only).
 
         Returns:
-            ``(output, cache)``: the MLM output (or hidden states without an MLM head)
-            for the new tokens, and the updated cache. Equal to the full forward pass on
-            the whole sequence.
+            ``(output, cache)``: the MLM output (or hidden states without an MLM head,
+            or with ``return_hidden``) for the new tokens, and the updated cache. Equal
+            to the full forward pass on the whole sequence.
         """
         if self._application == "plm":
             raise ValueError("call_with_cache supports 'encoder', 'lm' and 'unilm' models, not 'plm'")
@@ -339,7 +342,7 @@ class Transformer(keras.Model):
                 x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index
             )
             caches.append(layer_cache)
-        output = self.mlm_head(x) if self._with_mlm else x
+        output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
         return output, ops.stack(caches, axis=0)
 
     # --- weights -------------------------------------------------------------------
