@@ -25,12 +25,14 @@ extras_require = {
     "cpu": ["tensorflow-cpu>=2.16"],
     "gpu": ["tensorflow[and-cuda]>=2.16"],
     "tpu": ["tensorflow>=2.16"],
+    # pretraining/pretrain.py writes TensorBoard logs through keras.callbacks.TensorBoard.
+    "pretraining": ["tensorboard"],
     # The examples score titles the way the published CSL figures were scored
     # (bert4keras: the `rouge` package on characters, nltk's BLEU with smoothing 1).
     "examples": ["rouge==1.0.1", "nltk"],
     # Test-only: the independent reference implementation (PyTorch + transformers)
     # that our numerics are pinned against, and the test runner.
-    "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "rouge==1.0.1", "nltk"],
+    "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "rouge==1.0.1", "nltk", "tensorboard"],
 }
 
 setup(
