@@ -63,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-4, help="peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of --steps")
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--adam-epsilon", type=float, default=1e-6)
     p.add_argument("--clipnorm", type=float, default=1.0, help="global norm clipping (0: off)")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--mixed-precision", action="store_true",
@@ -104,7 +105,7 @@ def main(argv=None):
         init_checkpoint=args.init_checkpoint, model=args.model, size=size, dropout_rate=args.dropout,
         optimizer=args.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, global_clipnorm=args.clipnorm,
-        gradient_accumulation_steps=args.grad_accum, mixed_precision=policy, seed=args.seed,
+        gradient_accumulation_steps=args.grad_accum, epsilon=args.adam_epsilon, mixed_precision=policy, seed=args.seed,
         deterministic=args.deterministic, shuffle_buffer=args.shuffle_buffer, log_every=args.log_every,
         export_huggingface=args.export_huggingface, hf_dtype=args.hf_dtype,
         stop_after_steps=args.stop_after_steps, verbose=args.verbose,

@@ -1,6 +1,6 @@
 """The ``tf.data`` input pipeline over the shards written by ``prepare``.
 
-files -> interleave (deterministic) -> shuffle(seed) -> repeat -> enumerate -> skip
+files -> interleave (deterministic) -> per pass: shuffle(seed, pass) -> enumerate -> skip
 -> parse + per-example transform (dynamic masks / PLM orders from stateless seeds
 ``(seed, example_index)``) -> batch(global batch) -> normalize weights -> prefetch.
 
@@ -71,10 +71,20 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
-        ds = ds.repeat()
+        # Pass ``e`` is shuffled with seed ``(seed, e)`` and no hidden state, so every
+        # iterator over this dataset (Keras' distributed one included) sees the same
+        # order: the stream is a pure function of the seed.
+        base = ds
+
+        def one_pass(epoch):
+            if not shuffle_buffer:
+                return base
+            return base.shuffle(shuffle_buffer, seed=epoch * 1000003 + seed, reshuffle_each_iteration=False)
+
+        ds = tf.data.Dataset.range(2**62).flat_map(one_pass)
+    elif shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     ds = ds.enumerate()
     if skip_batches:
         ds = ds.skip(int(skip_batches) * int(global_batch_size))

@@ -73,6 +73,29 @@ def build_pretraining_model(
     return net
 
 
+def _dense_gradients(base):
+    """``base`` (a Keras optimizer class) with sparse gradients made dense first.
+
+    Keras 3.15's TF backend updates Adam-style moments of a ``tf.IndexedSlices``
+    gradient slice by slice, so a row that appears several times in the slices (a
+    token used twice in a batch; every position row after a MirroredStrategy
+    all-reduce concatenates the replicas' slices) gets ``sum(g_i**2)`` instead of
+    ``(sum g_i)**2`` in its second moment. Densifying first gives the exact Adam
+    update and makes 1 and N replicas agree. Nothing else changes.
+    """
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="kerasnlp_plus")
+    class Dense(base):
+        def apply(self, grads, trainable_variables=None):
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            return super().apply(grads, trainable_variables)
+
+    Dense.__name__ = Dense.__qualname__ = base.__name__
+    return Dense
+
+
 def make_optimizer(
     name="adamw",
     learning_rate=1e-4,
@@ -98,9 +121,9 @@ def make_optimizer(
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
     )
     if name == "adamw":
-        opt = keras.optimizers.AdamW(**common)
+        opt = _dense_gradients(keras.optimizers.AdamW)(**common)
     elif name == "lamb":
-        opt = keras.optimizers.Lamb(**common)
+        opt = _dense_gradients(keras.optimizers.Lamb)(**common)
     else:
         raise ValueError(f"optimizer must be 'adamw' or 'lamb', got {name!r}")
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
@@ -182,7 +205,11 @@ def export_model(net, export_dir, data_dir=None, huggingface=False, hf_dtype=Non
 
     os.makedirs(export_dir, exist_ok=True)
     save_google_checkpoint(net, os.path.join(export_dir, "bert_model.ckpt"))
-    net.save(os.path.join(export_dir, "model.keras"))
+    # The .keras file holds the model alone (no optimizer or schedule), so that
+    # ``keras.models.load_model`` needs nothing beyond ``import kerasnlp_plus``.
+    clone = type(net).from_config(net.get_config())
+    clone.set_weights(net.get_weights())
+    clone.save(os.path.join(export_dir, "model.keras"))
     if huggingface:
         save_huggingface(net, os.path.join(export_dir, "hf"), dtype=hf_dtype)
         if data_dir:
@@ -209,6 +236,7 @@ def run_pretraining(
     weight_decay=0.01,
     global_clipnorm=1.0,
     gradient_accumulation_steps=1,
+    epsilon=1e-6,
     mixed_precision=None,
     seed=0,
     deterministic=False,
@@ -260,7 +288,7 @@ def run_pretraining(
         )
         opt = make_optimizer(
             optimizer, learning_rate, warmup_steps if warmup_steps is not None else max(1, steps // 10),
-            steps, weight_decay, global_clipnorm, gradient_accumulation_steps,
+            steps, weight_decay, global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
         compile_for_pretraining(net, opt)
     callbacks = [
