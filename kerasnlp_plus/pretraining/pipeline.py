@@ -1,6 +1,7 @@
 """The ``tf.data`` input pipeline over the shards written by ``prepare``.
 
-files -> interleave (deterministic) -> per pass: shuffle(seed, pass) -> enumerate -> skip
+per pass: shards in a seeded order -> interleave (deterministic) -> permute blocks of
+``shuffle_buffer`` records (stateless seeds) ; passes repeated -> enumerate -> skip
 -> parse + per-example transform (dynamic masks / PLM orders from stateless seeds
 ``(seed, example_index)``) -> batch(global batch) -> normalize weights -> prefetch.
 
@@ -52,7 +53,9 @@ def make_dataset(
         global_batch_size: examples per step over all replicas.
         split: ``'train'`` or ``'eval'``.
         seed: shuffle and masking seed.
-        shuffle_buffer: examples in the shuffle buffer (0: no shuffling).
+        shuffle_buffer: records per shuffled block (0: no shuffling). Blocks are
+            permuted with stateless seeds, not ``Dataset.shuffle``, whose order differs
+            between iterators of the same dataset.
         repeat: cycle forever (training); a new shuffle order and fresh dynamic masks
             each pass.
         skip_batches: batches to skip at the start (resuming at a step).
@@ -64,27 +67,31 @@ def make_dataset(
     files = shard_files(data_dir, split, meta)
     if not files:
         raise ValueError(f"no {split} shards in {data_dir} (see its meta.json counts)")
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(4, len(files)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    files_t = tf.constant(files)
+    cycle = min(4, len(files))
+
+    def one_pass(epoch):
+        # Pass ``epoch`` reads the shards in a random order and permutes blocks of
+        # ``shuffle_buffer`` records, all from stateless seeds ``(seed, epoch, ...)``:
+        # every iterator over this dataset (Keras' distributed one included) sees the
+        # same stream, a pure function of the seed.
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        order = tf.argsort(tf.random.stateless_uniform([len(files)], key))
+        ds = tf.data.Dataset.from_tensor_slices(tf.gather(files_t, order) if shuffle_buffer else files_t)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle_buffer:
+            def permute(block_index, block):
+                k = tf.stack([key[0], key[1] * 1000003 + block_index])
+                return tf.gather(block, tf.argsort(tf.random.stateless_uniform(tf.shape(block)[:1], k)))
+
+            ds = ds.batch(shuffle_buffer).enumerate().map(permute).unbatch()
+        return ds
+
     if repeat:
-        # Pass ``e`` is shuffled with seed ``(seed, e)`` and no hidden state, so every
-        # iterator over this dataset (Keras' distributed one included) sees the same
-        # order: the stream is a pure function of the seed.
-        base = ds
-
-        def one_pass(epoch):
-            if not shuffle_buffer:
-                return base
-            return base.shuffle(shuffle_buffer, seed=epoch * 1000003 + seed, reshuffle_each_iteration=False)
-
         ds = tf.data.Dataset.range(2**62).flat_map(one_pass)
-    elif shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    else:
+        ds = one_pass(tf.constant(0, tf.int64))
     ds = ds.enumerate()
     if skip_batches:
         ds = ds.skip(int(skip_batches) * int(global_batch_size))
