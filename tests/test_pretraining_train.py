@@ -140,3 +140,29 @@ def test_exported_checkpoints_reload_with_same_logits(runs, data_dir):
     assert os.path.exists(export / "vocab.txt")
     ev = summary(root / "one")["eval"]
     assert 0 <= ev["accuracy"] <= 1 and ev["scored_positions"] > 0
+
+
+def test_plm_with_lamb_and_gradient_accumulation(shared_data, vocab_path, tmp_path):
+    """Permutation LM records (orders drawn in the pipeline), Lamb, 2 accumulation steps:
+    4 steps are 2 optimizer updates; the export reloads as a 'plm' model."""
+    from kerasnlp_plus.models import build_transformer_model
+
+    lines = (shared_data / "corpus" / "chnsenticorp.txt").read_text(encoding="utf-8").splitlines()[:40]
+    (tmp_path / "docs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepare([str(tmp_path / "docs.txt")], str(tmp_path / "data"), str(vocab_path), task="plm", seq_len=32,
+            simplified_vocab=True, progress=False)
+    args = [a for a in ARGS]
+    args[args.index("--steps") + 1] = "4"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, PRETRAIN, "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), *args,
+         "--optimizer", "lamb", "--grad-accum", "2"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    s = summary(tmp_path / "run")
+    assert (s["steps"], s["optimizer_updates"]) == (4, 2)
+    export = tmp_path / "run" / "export"
+    model = build_transformer_model(str(export / "bert_config.json"), str(export / "bert_model.ckpt"),
+                                    application="plm", with_mlm="linear")
+    assert [i.name for i in model.inputs] == ["Input-Token", "Input-Segment", "Input-Order"]

@@ -143,12 +143,12 @@ def compile_for_pretraining(net, optimizer):
 class _Preempt:
     """Test hook: end the process abruptly (no cleanup) after ``steps`` steps."""
 
-    def __new__(cls, steps):
+    def __new__(cls, steps, accum=1):
         import keras
 
         class Preempt(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
-                if int(self.model.optimizer.iterations.numpy()) >= steps:
+                if int(self.model.optimizer.iterations.numpy()) * accum >= steps:
                     logger.warning("simulated preemption after %d steps", steps)
                     os._exit(75)
 
@@ -286,9 +286,13 @@ def run_pretraining(
             meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, model=model,
             dropout_rate=dropout_rate, **(size or {}),
         )
+        # The schedule counts optimizer updates (Keras' ``iterations``), which happen
+        # once every ``gradient_accumulation_steps`` steps.
+        accum = max(1, int(gradient_accumulation_steps))
+        warmup = warmup_steps if warmup_steps is not None else max(1, steps // 10)
         opt = make_optimizer(
-            optimizer, learning_rate, warmup_steps if warmup_steps is not None else max(1, steps // 10),
-            steps, weight_decay, global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
+            optimizer, learning_rate, max(1, warmup // accum), max(2, steps // accum), weight_decay,
+            global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
         compile_for_pretraining(net, opt)
     callbacks = [
@@ -304,7 +308,7 @@ def run_pretraining(
         logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard); "
                        "per-checkpoint metrics go to %s", os.path.join(output_dir, "history.csv"))
     if stop_after_steps:
-        callbacks.append(_Preempt(stop_after_steps))
+        callbacks.append(_Preempt(stop_after_steps, accum))
     start = time.time()
     history = net.fit(
         dataset, epochs=steps // checkpoint_every, steps_per_epoch=checkpoint_every,
@@ -314,7 +318,8 @@ def run_pretraining(
     export_dir = os.path.join(output_dir, "export")
     export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
     summary = {
-        "steps": int(net.optimizer.iterations.numpy()),
+        "steps": int(net.optimizer.iterations.numpy()) * accum,
+        "optimizer_updates": int(net.optimizer.iterations.numpy()),
         "resumed_at_step": done_epochs * checkpoint_every,
         "replicas": strategy.num_replicas_in_sync,
         "global_batch_size": batch_size,
