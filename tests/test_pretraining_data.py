@@ -201,6 +201,9 @@ def test_same_seed_same_shards_with_1_and_2_processes(corpus_file, vocab_path, t
     assert os.stat(other).st_mtime_ns == mtime
     assert _shard_bytes(tmp_path / "p1", m1) == b1
     assert not [f for f in os.listdir(tmp_path / "p1") if ".tmp" in f]
+    # Other options: the shards are rewritten, not skipped.
+    m4 = prepare.prepare([str(path)], str(tmp_path / "p1"), str(vocab_path), processes=1, seed=12, **kw)
+    assert _shard_bytes(tmp_path / "p1", m4) == _shard_bytes(tmp_path / "p3", m3)
 
 
 def test_packing_keeps_words_whole_and_respects_length():

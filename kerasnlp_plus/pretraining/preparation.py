@@ -70,8 +70,24 @@ def shard_path(output_dir, split, index):
     return os.path.join(output_dir, f"{split}-{index:05d}.tfrecord")
 
 
-def shard_done(path):
-    return os.path.exists(path) and os.path.exists(path + ".json")
+def config_fingerprint(config):
+    """Hash of the options that shape a shard's content (a rerun with other options
+    rewrites the shards instead of skipping them)."""
+    import hashlib
+
+    keep = {k: v for k, v in config.items() if k != "output_dir"}
+    return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shard_done(path, fingerprint=None):
+    """The counts of a finished shard written with the same options, else None."""
+    if not (os.path.exists(path) and os.path.exists(path + ".json")):
+        return None
+    with open(path + ".json", encoding="utf-8") as f:
+        counts = json.load(f)
+    if fingerprint is not None and counts.get("fingerprint") != fingerprint:
+        return None
+    return counts
 
 
 def examples_for_shard(texts, rng, config, tokenizer):
@@ -110,9 +126,10 @@ def process_shard(job):
     split, index, texts = job
     config, tokenizer = _WORKER["config"], _WORKER["tokenizer"]
     path = shard_path(config["output_dir"], split, index)
-    if shard_done(path):
-        with open(path + ".json", encoding="utf-8") as f:
-            return json.load(f)
+    fingerprint = config_fingerprint(config)
+    done = shard_done(path, fingerprint)
+    if done is not None:
+        return done
     split_id = 0 if split == "train" else 1
     rng = np.random.default_rng([config["seed"], split_id, index])
     examples = examples_for_shard(texts, rng, config, tokenizer)
@@ -122,7 +139,7 @@ def process_shard(job):
             w.write(records.serialize(feats))
     n_tokens = int(sum(int((f["token_ids"] != 0).sum()) for f in examples))
     counts = {"split": split, "shard": index, "documents": len(texts), "examples": len(examples),
-              "tokens": n_tokens}
+              "tokens": n_tokens, "fingerprint": fingerprint}
     os.replace(tmp, path)
     tmp_json = path + f".json.tmp-{os.getpid()}"
     with open(tmp_json, "w", encoding="utf-8") as f:
