@@ -254,3 +254,87 @@ def test_save_compiles_pending_adds(tmp_path):
     trie.save(tmp_path / "t.trie")  # no query before: save compiles first
     loaded = Trie.load(tmp_path / "t.trie")
     assert loaded.get([4, 5, 6]) == ["x"] and loaded.next_ones([4]).tolist() == [5]
+
+
+# ----------------------------------------------------- ragged build internals
+from kerasnlp_plus.generation import trie as trie_module  # noqa: E402
+
+
+def _ragged(rows, dtype):
+    lens = np.array([len(r) for r in rows], np.int32)
+    starts = np.zeros(len(rows), np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    return np.array([i for r in rows for i in r], dtype), starts, lens
+
+
+@pytest.mark.parametrize("bits,dtype,alphabet", [
+    (16, np.uint16, [0, 1, 2, 65534]),
+    (21, np.uint32, [0, 1, 65535, MAX_TOKEN_ID]),
+])
+def test_sort_rows_matches_python_sort(bits, dtype, alphabet):
+    rng = random.Random(bits)
+    stems = [[rng.choice(alphabet) for _ in range(n)] for n in range(14)]
+    rows = []
+    for _ in range(1500):  # shared stems of every length: ties across many 4-id words
+        stem = rng.choice(stems)
+        rows.append(stem + [rng.choice(alphabet) for _ in range(rng.randint(0, 5))])
+    rows += rows[:100] + [[]] * 3
+    ids, starts, lens = _ragged(rows, dtype)
+    order, new, lcp = trie_module._sort_rows(ids, starts, lens, bits)
+    expected = sorted(range(len(rows)), key=lambda i: (rows[i], i))  # stable
+    assert order.tolist() == expected
+    srt = [rows[i] for i in expected]
+    assert new.tolist() == [True] + [a != b for a, b in zip(srt, srt[1:])]
+    for p in np.flatnonzero(new[1:]) + 1:
+        a, b = srt[p - 1], srt[p]
+        d = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        assert lcp[p] == d
+
+
+def test_previous_smaller_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 50, 3000):
+        a = rng.integers(0, 6, n).astype(np.int32)
+        a[0] = -1
+        got = trie_module._previous_smaller(a)
+        for i in range(1, n):
+            assert got[i] == max(j for j in range(i) if a[j] < a[i])
+
+
+def test_tiny_chunks_give_the_same_structure(monkeypatch, random_case):
+    """Batch/segment/chunk boundaries everywhere: same file bytes, same answers."""
+    trie, ref, keys, _ = random_case
+    expected = trie.to_bytes()
+    small = Trie()
+    rng = random.Random(1234)  # the same adds as random_case
+    adds = random_keys(rng, 3000, ALPHABET, 9)
+    adds += [k + [1, 2] for k in adds[:300]] + adds[:200]
+    for name, size in (("_BATCH", 3), ("_SEGMENTS", 2), ("_CHUNK", 5)):
+        monkeypatch.setattr(trie_module, name, size)
+    for i, k in enumerate(adds):
+        small.add(k, None if i % 7 == 0 else f"值{i}")
+    assert small.to_bytes() == expected
+    check_against(small, ref, all_prefixes(keys))
+
+
+def test_uint16_ids_widen_on_first_large_id():
+    rng = random.Random(3)
+    trie, ref = Trie(), Reference()
+    small = [0, 1, 2, 65534, SEP]
+    keys = random_keys(rng, 500, small, 10)
+    for i, k in enumerate(keys):
+        trie.add(k, str(i))
+        ref.add(k, str(i))
+    assert trie._p_ids.typecode == "H"  # compact pending buffer while ids fit
+    with pytest.raises(ValueError):
+        trie.add([1, -1], "bad")  # rejected, buffer stays uint16
+    assert trie._p_ids.typecode == "H"
+    check_against(trie, ref, all_prefixes(keys))  # compiled from uint16 ids
+    more = random_keys(rng, 500, small + [65535, 70000], 10)  # 65535 + 1 needs > 16 bits
+    for i, k in enumerate(more):
+        trie.add(k, f"m{i}")
+        ref.add(k, f"m{i}")
+    assert trie._p_ids.typecode == "I"
+    with pytest.raises(ValueError):
+        trie.add([MAX_TOKEN_ID + 1])
+    check_against(trie, ref, all_prefixes(keys + more))

@@ -88,7 +88,9 @@ _FORMAT_VERSION = 1
 _KIND_STR = 0
 _KIND_PICKLE = 1
 _BATCH = 1 << 18  # strings converted between numpy and Python at a time
-_LABEL_SHIFT = 21  # code points are < 2**21: (node << 21) | code sorts by node, label
+_SEGMENTS = 1 << 16  # value byte strings moved per vectorised step
+_CHUNK = 1 << 24  # ids scanned per vectorised step (bounds index temporaries)
+_LABEL_SHIFT = 21  # ids are < 2**21: (node << 21) | id sorts by node, then label
 
 
 def _ids_to_codes(ids):
@@ -127,27 +129,141 @@ def _release_free_memory():
         pass
 
 
-def _isin_sorted(a, sorted_b):
-    """Boolean mask: which elements of ``a`` occur in the sorted array ``sorted_b``."""
-    if len(sorted_b) == 0:
-        return np.zeros(len(a), bool)
-    pos = np.minimum(np.searchsorted(sorted_b, a), len(sorted_b) - 1)
-    return sorted_b[pos] == a
+def _index_dtype(n):
+    return np.int32 if n < 2**31 else np.int64
 
 
-def _gather_segments(blob, starts, lens, dest_pos, chunk=1 << 18):
-    """Concatenate ``blob[starts[i]:starts[i] + lens[i]]`` for all i, vectorised
-    (in chunks, so the byte-index arrays stay small); ``dest_pos[i]`` is where
-    segment i lands in the output (the running sum of ``lens``)."""
-    src = np.frombuffer(blob, np.uint8)
-    out = np.empty(int(lens.sum()), np.uint8)
-    for c0 in range(0, len(starts), chunk):
-        s, n, d = starts[c0 : c0 + chunk], lens[c0 : c0 + chunk], dest_pos[c0 : c0 + chunk]
+# Rows (keys) are ragged: row i is ids[starts[i] : starts[i] + lens[i]] of one
+# flat id array, never a padded (rows x longest key) matrix.
+def _pack(ids, starts, lens, rows, r, k, bits):
+    """Ids ``r*k .. r*k+k-1`` of each of ``rows`` as one uint64: ``id + 1`` in
+    ``bits``-bit fields, the first id highest, 0 past the end of the row.
+    Comparing the words compares that slice of the rows lexicographically (a
+    row that ends sorts before any continuation)."""
+    s, ln = starts[rows], lens[rows]
+    word = np.zeros(len(rows), np.uint64)
+    for j in range(k):
+        p = r * k + j
+        ok = np.flatnonzero(ln > p)
+        if not len(ok):
+            break
+        v = ids[s[ok] + p].astype(np.uint64)
+        v += np.uint64(1)
+        v <<= np.uint64(bits * (k - 1 - j))
+        word[ok] |= v
+    return word
+
+
+def _first_diff_field(x, k, bits):
+    """Index of the highest nonzero ``bits``-bit field of each (nonzero) word in ``x``
+    among ``k`` fields: where two packed words first differ, given their xor."""
+    j = np.zeros(len(x), np.int32)
+    for t in range(1, k):
+        j += x < np.uint64(1 << (bits * (k - t)))
+    return j
+
+
+def _sort_rows(ids, starts, lens, bits):
+    """Stable lexicographic sort of ragged rows.
+
+    Returns ``order`` (row indices in sorted order, equal rows in insertion
+    order), ``new`` (per sorted position: the row differs from the one before)
+    and ``lcp`` (where ``new``, past position 0: the length of the common
+    prefix with the row before). Rows are sorted by ``k`` ids at a time packed
+    into one uint64 (see :func:`_pack`): all rows by their first ``k`` ids,
+    then, round after round, only the runs still tied, each run by its next
+    ``k`` ids, so the work is about the total length of the distinguishing
+    prefixes and every temporary is a few words per row.
+    """
+    n = len(lens)
+    ix = _index_dtype(n)
+    k = 64 // bits
+    word = _pack(ids, starts, lens, np.arange(n, dtype=ix), 0, k, bits)
+    order = np.argsort(word, kind="stable").astype(ix)
+    word = word[order]
+    new = np.ones(n, bool)
+    np.not_equal(word[1:], word[:-1], out=new[1:])
+    lcp = np.zeros(n, np.int32)
+    pos = np.flatnonzero(new[1:]) + 1
+    lcp[pos] = _first_diff_field(word[pos - 1] ^ word[pos], k, bits)
+    del word, pos
+    act = np.arange(n, dtype=ix)  # sorted positions to refine: whole runs
+    r = 1
+    while len(act):
+        run_start = new[act]
+        single = run_start.copy()
+        single[:-1] &= run_start[1:]
+        rows = order[act]
+        # A run still tied after r*k ids: all its rows have >= r*k ids, or all
+        # have the same shorter length (equal rows: done).
+        keep = ~single & (lens[rows] >= r * k)
+        del run_start, single
+        act, rows = act[keep], rows[keep]
+        del keep
+        if not len(act):
+            break
+        run = np.cumsum(new[act], dtype=ix)
+        word = _pack(ids, starts, lens, rows, r, k, bits)
+        perm = np.lexsort((word, run))  # stable: ties keep insertion order
+        order[act] = rows[perm]
+        word = word[perm]
+        del rows, perm
+        split = word[1:] != word[:-1]
+        split &= run[1:] == run[:-1]
+        pos = np.flatnonzero(split) + 1
+        del split, run
+        new[act[pos]] = True
+        lcp[act[pos]] = r * k + _first_diff_field(word[pos - 1] ^ word[pos], k, bits)
+        del word, pos
+        r += 1
+    return order, new, lcp
+
+
+def _previous_smaller(a):
+    """``prev[i]`` = the largest ``j < i`` with ``a[j] < a[i]``, for every
+    ``i >= 1``; ``a[0]`` must be smaller than every other element.
+
+    Pointer jumping: ``prev[i]`` starts at ``i - 1`` and, while ``a[prev[i]] >=
+    a[i]``, moves to ``prev[prev[i]]`` (everything between stays ``>= a[i]``);
+    all elements move at once, so a few dozen vectorised steps suffice.
+    """
+    n = len(a)
+    ix = _index_dtype(n)
+    prev = np.arange(-1, n - 1, dtype=ix)
+    prev[:1] = 0
+    act = np.arange(1, n, dtype=ix)
+    while len(act):
+        p = prev[act]
+        move = a[p] >= a[act]
+        act, p = act[move], p[move]
+        prev[act] = prev[p]
+    return prev
+
+
+def _row_strings(ids, starts, rows, lengths):
+    """The marisa key (``str``) of the first ``lengths[i]`` ids of each row."""
+    lengths = lengths.astype(np.int64)
+    ends = np.cumsum(lengths)
+    begs = ends - lengths
+    total = int(ends[-1]) if len(ends) else 0
+    idx = np.repeat(starts[rows] - begs, lengths) + np.arange(total)
+    text = _ids_to_codes(ids[idx]).tobytes().decode("utf-32-le")
+    return [text[a:b] for a, b in zip(begs.tolist(), ends.tolist())]
+
+
+def _gather_segments(src, starts, lens, dest_pos, out):
+    """Copy ``src[starts[i]:starts[i] + lens[i]]`` to ``out`` at ``dest_pos[i]``
+    (the running sum of ``lens``), vectorised ``_SEGMENTS`` segments at a time
+    so that the byte-index arrays stay small."""
+    src = np.frombuffer(src, np.uint8)
+    dst = np.frombuffer(out, np.uint8)
+    for c0 in range(0, len(starts), _SEGMENTS):
+        c1 = c0 + _SEGMENTS
+        s, n, d = starts[c0:c1], lens[c0:c1], dest_pos[c0:c1]
         total = int(n.sum())
         if total:
             idx = np.repeat(s - (d - d[0]), n) + np.arange(total)
-            out[d[0] : d[0] + total] = src[idx]
-    return out.tobytes()
+            dst[d[0] : d[0] + total] = src[idx]
 
 
 def _read_only(a):
@@ -189,7 +305,9 @@ class Trie:
 
     # ------------------------------------------------------------------ build
     def _reset_pending(self):
-        self._p_ids = array.array("I")  # unsigned: negative ids fail on extend
+        # Ids as uint16 while they fit (a BERT vocab does), widened to uint32
+        # on the first larger id; unsigned, so negative ids fail on extend.
+        self._p_ids = array.array("H")
         self._p_lens = array.array("i")
         self._p_vlens = array.array("i")  # -1: added without a value
         self._p_kinds = bytearray()
@@ -206,8 +324,15 @@ class Trie:
         buf = self._p_ids
         n0 = len(buf)
         try:
-            buf.extend(ids)
-            if ids and max(ids) > MAX_TOKEN_ID:
+            try:
+                buf.extend(ids)
+            except OverflowError:
+                del buf[n0:]
+                if buf.typecode != "H" or min(ids) < 0:
+                    raise
+                buf = self._p_ids = array.array("I", buf)  # once: ids above 65535
+                buf.extend(ids)
+            if buf.typecode == "I" and ids and max(ids) > MAX_TOKEN_ID:
                 raise OverflowError
         except (OverflowError, TypeError):
             del buf[n0:]
@@ -274,13 +399,15 @@ class Trie:
         return self
 
     def _collect(self):
-        """All adds so far (compiled content first, then pending) as arrays."""
-        p_codes = _ids_to_codes(np.frombuffer(self._p_ids, dtype=np.uint32))
-        p_lens = np.frombuffer(self._p_lens, dtype=np.int32).astype(np.int64)
-        p_vlens = np.frombuffer(self._p_vlens, dtype=np.int32).astype(np.int64)
+        """All adds so far (compiled content first, then pending) as arrays:
+        flat ids (uint16 or uint32), lengths, value lengths, value kinds, blob.
+        Pending buffers are viewed, not copied."""
+        p_ids = np.frombuffer(self._p_ids, np.uint16 if self._p_ids.typecode == "H" else np.uint32)
+        p_lens = np.frombuffer(self._p_lens, dtype=np.int32)
+        p_vlens = np.frombuffer(self._p_vlens, dtype=np.int32)
         p_kinds = np.frombuffer(self._p_kinds, dtype=np.uint8)
         if self._m is None or self._n_keys == 0:
-            return p_codes, p_lens, p_vlens, p_kinds, bytes(self._p_blob)
+            return p_ids, p_lens, p_vlens, p_kinds, self._p_blob
         # Re-export the compiled keys in marisa id order; their values are
         # already stored in that order, so the blob is reused as is.
         key_mids = np.flatnonzero(self._is_key_array())
@@ -288,29 +415,36 @@ class Trie:
         nvals = np.diff(self._val_off.astype(np.int64))[key_mids]
         reps = np.maximum(nvals, 1)
         k_lens = np.fromiter(map(len, strs), dtype=np.int64, count=len(strs))
-        k_codes = np.frombuffer("".join(strs).encode("utf-32-le"), dtype=np.uint32)
+        k_ids = _codes_to_ids(np.frombuffer("".join(strs).encode("utf-32-le"), dtype=np.uint32))
         starts = np.cumsum(k_lens) - k_lens
         rows = np.repeat(np.arange(len(strs)), reps)
         e_lens = k_lens[rows]
         take = np.repeat(starts[rows], e_lens) + (
             np.arange(int(e_lens.sum())) - np.repeat(np.cumsum(e_lens) - e_lens, e_lens)
         )
-        e_codes = k_codes[take]
-        e_vlens = np.full(len(rows), -1, dtype=np.int64)
+        ids = np.concatenate([k_ids[take], p_ids])
+        ids = ids.astype(np.uint16 if not ids.size or ids.max() < 1 << 16 else np.uint32)
+        e_vlens = np.full(len(rows), -1, dtype=np.int32)
         e_kinds = np.zeros(len(rows), dtype=np.uint8)
         with_val = np.repeat(nvals > 0, reps)
         e_vlens[with_val] = np.diff(self._val_pos.astype(np.int64))
         if self._val_kinds is not None:
             e_kinds[with_val] = self._val_kinds
         return (
-            np.concatenate([e_codes, p_codes]),
-            np.concatenate([e_lens, p_lens]),
+            ids,
+            np.concatenate([e_lens.astype(np.int32), p_lens]),
             np.concatenate([e_vlens, p_vlens]),
             np.concatenate([e_kinds, p_kinds]),
-            self._blob + bytes(self._p_blob),
+            b"".join([self._blob, self._p_blob]),
         )
 
-    def _build(self, codes, lens, vlens, kinds, blob):
+    def _build(self, ids, lens, vlens, kinds, blob):
+        """Compile the adds: row i is ``ids[starts[i]:starts[i] + lens[i]]``.
+
+        Works on the flat (ragged) id array throughout: a stable sort of the
+        rows, the common prefix lengths of sorted neighbours, and per-prefix
+        tables derived from those, with temporaries of a few words per row.
+        """
         n_adds = len(lens)
         if n_adds == 0:
             self._set_state(
@@ -326,97 +460,118 @@ class Trie:
                 blob=b"",
             )
             return
-        width = max(int(lens.max()), 1)
-        used_ids = _codes_to_ids(np.flatnonzero(np.bincount(codes)).astype(np.uint32))
-        # One row of code points per add, 0-padded, big-endian (2 bytes each
-        # when every code fits, the usual case, else 4): viewed as fixed-width
-        # byte strings, numpy's sort is the lexicographic order of the keys.
-        code_dtype = np.dtype(">u2" if int(codes.max()) < 1 << 16 else ">u4")
-        str_dtype = np.dtype(("S", width * code_dtype.itemsize))
-        mat = np.zeros((n_adds, width), code_dtype)
-        mat[np.arange(width) < lens[:, None]] = codes
-        keys, inv = np.unique(mat.view(str_dtype).ravel(), return_inverse=True)
-        del mat
-        inv = inv.ravel()
-        n_keys = len(keys)
-        sk = keys.view(code_dtype).reshape(n_keys, width)
+        ix = _index_dtype(n_adds)
+        starts = np.zeros(n_adds, np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        top = int(ids.max()) if len(ids) else 0
+        used = np.zeros(top + 1, bool)
+        for c in range(0, len(ids), _CHUNK):
+            used[ids[c : c + _CHUNK]] = True
+        used_ids = np.flatnonzero(used)
+        del used
 
-        # Between sorted neighbours a and b with longest common prefix d, the
-        # node b[:d] has children b[d] and a[d] (a[d] == 0: a ends there, so
-        # a itself is that node). Every branching node and every child label of
-        # a stored node shows up this way.
-        if n_keys > 1:
-            lcp = (sk[1:] != sk[:-1]).argmax(axis=1)
-            rows = np.arange(n_keys - 1)
-            lab_b = sk[1:][rows, lcp]
-            lab_a = sk[:-1][rows, lcp]
-            ev = sk[1:].copy()
-            ev[np.arange(width) >= lcp[:, None]] = 0
-            ev_nodes, ev_inv = np.unique(ev.view(str_dtype).ravel(), return_inverse=True)
-            ev_inv = ev_inv.ravel()
-            del ev, rows, lcp
-        else:
-            ev_nodes = keys[:0]
-            ev_inv = lab_a = lab_b = np.zeros(0, np.int64)
-        del sk
-        # Stored nodes: the keys plus the branching prefixes that are not keys.
-        # Python strings are made a batch at a time to keep the peak low.
-        in_keys = _isin_sorted(ev_nodes, keys)
-        extra = ev_nodes[~in_keys]
+        # Sorted rows; kpos[k] is the sorted position of distinct key k's first
+        # add, krow[k] that add, klen[k] its length, lcp[k] (k >= 1) the common
+        # prefix length of keys k - 1 and k.
+        order, new, lcp = _sort_rows(ids, starts, lens, 16 if top + 1 < 1 << 16 else 21)
+        kpos = np.flatnonzero(new).astype(ix)
+        del new
+        lcp = lcp[kpos]
+        n_keys = len(kpos)
+        krow = order[kpos]
+        klen = lens[krow]
 
-        def batches():  # lists of Python str, the marisa key of each row
-            for a in (keys, extra):
-                for i in range(0, len(a), _BATCH):
-                    rows = a[i : i + _BATCH].view(code_dtype).reshape(-1, width)
-                    yield rows.astype(np.uint32).view(("U", width)).ravel().tolist()
+        # Between sorted neighbours a = key k-1 and b = key k with common
+        # prefix length d, the node b[:d] has children b[d] and a[d] (none when
+        # a ends there: a itself is that node). Every branching node and every
+        # child label of a stored node shows up this way. The node is named by
+        # (f, d): f = the first key that starts with it, the largest j < k with
+        # lcp[j] < d (key 0 when none); it is key f itself when len(key f) == d.
+        lcp[0] = -1
+        ev_f = _previous_smaller(lcp)[1:]
+        ev_d = lcp[1:]
+        ev_key = klen[ev_f] == ev_d
+        lab_b = ids[starts[krow[1:]] + ev_d]
+        has_a = klen[:-1] > ev_d
+        lab_a = ids[starts[krow[:-1][has_a]] + ev_d[has_a]]
+        base = int(lcp.max()) + 1
+        ext_code = ev_f[~ev_key].astype(np.int64) * base + ev_d[~ev_key]
+        ext = np.unique(ext_code)  # branching prefixes that are not keys
+        ext_f, ext_d = (ext // base).astype(ix), (ext % base).astype(np.int32)
+        del lcp
+
+        def batches():  # lists of Python str, the marisa key of each stored node
+            for rows, lengths in ((krow, klen), (None, ext_d)):
+                for i in range(0, len(lengths), _BATCH):
+                    r = krow[ext_f[i : i + _BATCH]] if rows is None else rows[i : i + _BATCH]
+                    yield _row_strings(ids, starts, r, lengths[i : i + _BATCH])
 
         m = marisa_trie.Trie(itertools.chain.from_iterable(batches()))
         n_nodes = len(m)
         # marisa numbers its strings itself: ask it for each one's id.
-        mids = np.concatenate(
-            [np.zeros(0, np.int64)]
-            + [np.fromiter(map(m.key_id, b), dtype=np.int64, count=len(b)) for b in batches()]
+        mids = np.fromiter(
+            itertools.chain.from_iterable(map(m.key_id, b) for b in batches()),
+            dtype=np.int64,
+            count=n_keys + len(ext),
         )
-        key_mid = mids[: len(keys)]
-        ev_node_mid = np.empty(len(ev_nodes), np.int64)
-        ev_node_mid[~in_keys] = mids[len(keys) :]
-        ev_node_mid[in_keys] = key_mid[np.searchsorted(keys, ev_nodes[in_keys])]
-        ev_mid = ev_node_mid[ev_inv]
-        del keys, extra, ev_nodes, ev_inv, ev_node_mid, in_keys, mids
+        key_mid, ext_mid = mids[:n_keys], mids[n_keys:]
+        ev_mid = np.empty(len(ev_f), np.int64)
+        ev_mid[ev_key] = key_mid[ev_f[ev_key]]
+        ev_mid[~ev_key] = ext_mid[np.searchsorted(ext, ext_code)]
+        del ext, ext_f, ext_d, ext_code, ext_mid, ev_f, ev_d, ev_key, krow, klen
 
         # Child table in marisa id order, labels sorted within each node.
-        has_a = lab_a != 0
         pairs = np.concatenate(
             [
-                (ev_mid << _LABEL_SHIFT) | lab_b.astype(np.int64),
-                (ev_mid[has_a] << _LABEL_SHIFT) | lab_a[has_a].astype(np.int64),
+                (ev_mid << _LABEL_SHIFT) | lab_b,
+                (ev_mid[has_a] << _LABEL_SHIFT) | lab_a,
             ]
         )
+        del ev_mid, lab_a, lab_b, has_a
         pairs.sort()
-        pairs = pairs[np.concatenate([pairs[:1] >= 0, pairs[1:] != pairs[:-1]])]
+        keep = np.ones(len(pairs), bool)
+        np.not_equal(pairs[1:], pairs[:-1], out=keep[1:])
+        pairs = pairs[keep]
+        del keep
         child_counts = np.bincount(pairs >> _LABEL_SHIFT, minlength=n_nodes)
         child_off = np.zeros(n_nodes + 1, np.int64)
         np.cumsum(child_counts, out=child_off[1:])
-        label_ids = _codes_to_ids((pairs & ((1 << _LABEL_SHIFT) - 1)).astype(np.uint32))
-        del pairs, ev_mid, lab_a, lab_b, has_a
+        label_ids = pairs & ((1 << _LABEL_SHIFT) - 1)
+        del pairs, child_counts
 
         is_key = np.zeros(n_nodes, bool)
         is_key[key_mid] = True
 
-        # Values grouped by key (marisa id order), insertion order within a key.
-        add_mid = key_mid[inv]
-        has_val = np.flatnonzero(vlens >= 0)
-        order = has_val[np.argsort(add_mid[has_val], kind="stable")]
-        v_lens = vlens[order]
-        v_starts = (np.cumsum(np.maximum(vlens, 0)) - np.maximum(vlens, 0))[order]
-        val_pos = np.zeros(len(order) + 1, np.int64)
-        np.cumsum(v_lens, out=val_pos[1:])
-        if len(order) and not np.array_equal(order, has_val):
-            blob = _gather_segments(blob, v_starts, v_lens, val_pos[:-1])
-        v_kinds = kinds[order]
-        val_counts = np.bincount(add_mid[has_val], minlength=n_nodes)
+        # Values grouped by key (marisa id order), insertion order within a key
+        # (the sort is stable): the sorted positions of each key, keys taken in
+        # marisa id order.
+        kcount = np.diff(np.append(kpos, n_adds))
+        kperm = np.argsort(key_mid)
+        cnt = kcount[kperm]
+        pos = np.repeat(kpos[kperm] - (np.cumsum(cnt) - cnt), cnt) + np.arange(n_adds, dtype=ix)
+        adds = order[pos]
+        del pos, cnt, kperm, kcount
+        val_counts = np.zeros(n_nodes, np.int64)
+        val_counts[key_mid] = np.add.reduceat(vlens[order] >= 0, kpos, dtype=np.int64)
+        del order, kpos
         val_off = np.zeros(n_nodes + 1, np.int64)
         np.cumsum(val_counts, out=val_off[1:])
+        del val_counts
+        vorder = adds[vlens[adds] >= 0]  # adds with a value, in stored order
+        del adds
+        v_lens = vlens[vorder].astype(np.int64)
+        val_pos = np.zeros(len(vorder) + 1, np.int64)
+        np.cumsum(v_lens, out=val_pos[1:])
+        v_kinds = kinds[vorder]
+        if not len(vorder) or np.array_equal(vorder, np.flatnonzero(vlens >= 0)):
+            out = bytes(blob)
+        else:
+            sizes = np.maximum(vlens, 0).astype(np.int64)
+            v_starts = (np.cumsum(sizes) - sizes)[vorder]
+            del sizes
+            out = bytearray(int(val_pos[-1]))
+            _gather_segments(blob, v_starts, v_lens, val_pos[:-1], out)
+            del v_starts
 
         self._set_state(
             m,
@@ -428,7 +583,7 @@ class Trie:
             val_off=val_off,
             val_pos=val_pos,
             val_kinds=v_kinds if v_kinds.any() else None,
-            blob=bytes(blob),
+            blob=out,
         )
 
     @staticmethod
