@@ -133,6 +133,11 @@ def _index_dtype(n):
     return np.int32 if n < 2**31 else np.int64
 
 
+def _offset_dtype(top):
+    """The stored dtype of an offset array whose largest entry is ``top``."""
+    return np.uint32 if top < 2**32 else np.uint64
+
+
 # Rows (keys) are ragged: row i is ids[starts[i] : starts[i] + lens[i]] of one
 # flat id array, never a padded (rows x longest key) matrix.
 def _pack(ids, starts, lens, rows, r, k, bits):
@@ -533,11 +538,11 @@ class Trie:
         np.not_equal(pairs[1:], pairs[:-1], out=keep[1:])
         pairs = pairs[keep]
         del keep
-        child_counts = np.bincount(pairs >> _LABEL_SHIFT, minlength=n_nodes)
-        child_off = np.zeros(n_nodes + 1, np.int64)
-        np.cumsum(child_counts, out=child_off[1:])
-        label_ids = pairs & ((1 << _LABEL_SHIFT) - 1)
-        del pairs, child_counts
+        # Final tables are made in their stored (narrowest) dtypes right away.
+        child_off = np.zeros(n_nodes + 1, _offset_dtype(len(pairs)))
+        np.cumsum(np.bincount(pairs >> _LABEL_SHIFT, minlength=n_nodes), out=child_off[1:])
+        label_ids = (pairs & ((1 << _LABEL_SHIFT) - 1)).astype(np.int32)
+        del pairs
 
         is_key = np.zeros(n_nodes, bool)
         is_key[key_mid] = True
@@ -551,16 +556,16 @@ class Trie:
         pos = np.repeat(kpos[kperm] - (np.cumsum(cnt) - cnt), cnt) + np.arange(n_adds, dtype=ix)
         adds = order[pos]
         del pos, cnt, kperm, kcount
-        val_counts = np.zeros(n_nodes, np.int64)
-        val_counts[key_mid] = np.add.reduceat(vlens[order] >= 0, kpos, dtype=np.int64)
+        val_counts = np.zeros(n_nodes, ix)
+        val_counts[key_mid] = np.add.reduceat(vlens[order] >= 0, kpos, dtype=ix)
         del order, kpos
-        val_off = np.zeros(n_nodes + 1, np.int64)
-        np.cumsum(val_counts, out=val_off[1:])
-        del val_counts
         vorder = adds[vlens[adds] >= 0]  # adds with a value, in stored order
         del adds
-        v_lens = vlens[vorder].astype(np.int64)
-        val_pos = np.zeros(len(vorder) + 1, np.int64)
+        val_off = np.zeros(n_nodes + 1, _offset_dtype(len(vorder)))
+        np.cumsum(val_counts, out=val_off[1:])
+        del val_counts
+        v_lens = vlens[vorder]
+        val_pos = np.zeros(len(vorder) + 1, _offset_dtype(int(v_lens.sum(dtype=np.int64))))
         np.cumsum(v_lens, out=val_pos[1:])
         v_kinds = kinds[vorder]
         if not len(vorder) or np.array_equal(vorder, np.flatnonzero(vlens >= 0)):
