@@ -247,3 +247,14 @@ def test_return_keras_model_false_gives_bert4keras_handle(tiny_bert):
     import keras
 
     assert isinstance(handle.model, keras.Model) and handle.num_layers == 3
+
+
+def test_saved_files_have_ordinary_permissions(tmp_path):
+    m = build_transformer_model(None, vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=16)
+    save_huggingface(m, tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.json"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
