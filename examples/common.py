@@ -200,11 +200,14 @@ def compile_unilm(model, lr, weight_decay=0.0):
     ``mean_with_sample_weight`` divides the summed loss by the number of target
     tokens in the batch, as bert4keras' ``sum(loss * mask) / sum(mask)`` does.
     """
+    # kerasnlp_plus' Adam/AdamW: Keras' own, with exact updates for repeated embedding rows.
+    from kerasnlp_plus.optimizers import Adam, AdamW
+
     if weight_decay:
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+        optimizer = AdamW(lr, weight_decay=weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["Norm", "bias", "Bias"])
     else:
-        optimizer = keras.optimizers.Adam(lr)
+        optimizer = Adam(lr)
     loss = keras.losses.SparseCategoricalCrossentropy(
         from_logits=model.with_mlm == "linear", reduction="mean_with_sample_weight"
     )

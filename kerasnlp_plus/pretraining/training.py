@@ -73,29 +73,6 @@ def build_pretraining_model(
     return net
 
 
-def _dense_gradients(base):
-    """``base`` (a Keras optimizer class) with sparse gradients made dense first.
-
-    Keras 3.15's TF backend updates Adam-style moments of a ``tf.IndexedSlices``
-    gradient slice by slice, so a row that appears several times in the slices (a
-    token used twice in a batch; every position row after a MirroredStrategy
-    all-reduce concatenates the replicas' slices) gets ``sum(g_i**2)`` instead of
-    ``(sum g_i)**2`` in its second moment. Densifying first gives the exact Adam
-    update and makes 1 and N replicas agree. Nothing else changes.
-    """
-    import keras
-    import tensorflow as tf
-
-    @keras.saving.register_keras_serializable(package="kerasnlp_plus")
-    class Dense(base):
-        def apply(self, grads, trainable_variables=None):
-            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-            return super().apply(grads, trainable_variables)
-
-    Dense.__name__ = Dense.__qualname__ = base.__name__
-    return Dense
-
-
 def make_optimizer(
     name="adamw",
     learning_rate=1e-4,
@@ -120,10 +97,12 @@ def make_optimizer(
         global_clipnorm=global_clipnorm or None,
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
     )
+    from kerasnlp_plus.optimizers import AdamW, Lamb  # exact updates for embedding rows
+
     if name == "adamw":
-        opt = _dense_gradients(keras.optimizers.AdamW)(**common)
+        opt = AdamW(**common)
     elif name == "lamb":
-        opt = _dense_gradients(keras.optimizers.Lamb)(**common)
+        opt = Lamb(**common)
     else:
         raise ValueError(f"optimizer must be 'adamw' or 'lamb', got {name!r}")
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
