@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="raw text, one document per line")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     p.add_argument("--alpha", type=float, default=0.4)
+    p.add_argument("--trained-positions", type=int,
+                   help="use only the first N rows of the position table: those the model was "
+                   "actually trained on (the demo model was pretrained at length 128)")
     p.add_argument("--train-steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -117,7 +120,21 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     tokenizer = Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
     config = find_config(folder)
-    base = build_transformer_model(config, folder, with_mlm=True)
+
+    def load(**kwargs):
+        model = build_transformer_model(config, folder, with_mlm=True)
+        if not args.trained_positions and not kwargs:
+            return model
+        rows = args.trained_positions or model.max_position
+        short = build_transformer_model(config, None, with_mlm=True, max_position_embeddings=rows, **kwargs)
+        for layer in short.layers:
+            weights = model.get_layer(layer.name).get_weights()
+            if layer.name == "Embedding-Position":
+                weights = [weights[0][:rows]]
+            layer.set_weights(weights)
+        return short
+
+    base = load()
     trained_positions = base.max_position
     if max(args.lengths) > trained_positions ** 2:
         raise ValueError(f"--lengths up to {max(args.lengths)} exceed {trained_positions}**2 positions")
@@ -135,7 +152,7 @@ def main(argv=None):
         x, y, w = mask_tokens(eval_seqs, rng, mask_id, special)
         xw, yw, ww = windows(x, y, w, tokenizer._token_cls_id, tokenizer._token_sep_id, trained_positions)
         truncated = masked_accuracy(base, xw, yw, ww, args.batch_size)
-        long_model = build_transformer_model(config, folder, with_mlm=True, hierarchical_position=args.alpha)
+        long_model = load(hierarchical_position=args.alpha)
         before = masked_accuracy(long_model, x, y, w, args.batch_size)
 
         train_seqs = pack(train_streams, length, tokenizer._token_cls_id, tokenizer._token_sep_id)
