@@ -39,8 +39,9 @@ import keras  # noqa: E402
 from kerasnlp_plus.generation import Generator, Trie  # noqa: E402
 from kerasnlp_plus.models import build_transformer_model  # noqa: E402
 from kerasnlp_plus.snippets import AutoRegressiveDecoder, sequence_padding  # noqa: E402
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
-DATA = pathlib.Path(os.environ.get("KERASNLP_PLUS_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_dir()
 
 
 def load_sources(n, src_len):

@@ -21,9 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.environ.get("KERASNLP_PLUS_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+DATA = str(shared_data_dir())
 
 SHAPES = {
     # name: (model size, batch size, simplified vocab)

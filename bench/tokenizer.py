@@ -12,13 +12,13 @@ Batch:    ``ours.encode_batch(texts)`` vs ``ref(texts)["input_ids"]``.
 """
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
 
 def load_texts(data, n_csl, n_kgclue):
@@ -44,8 +44,7 @@ def best_time(fn, repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=os.environ.get(
-        "KERASNLP_PLUS_SHARED_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data", default=shared_data_dir())
     parser.add_argument("--n-csl", type=int, default=4000, help="CSL abstracts (4,000 exist)")
     parser.add_argument("--n-kgclue", type=int, default=4000, help="KgCLUE questions")
     parser.add_argument("--lower", action="store_true", help="do_lower_case=True")

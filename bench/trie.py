@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from kerasnlp_plus.generation.trie import Trie  # noqa: E402
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
 SEP = 102
 GOAL_KEYS_PER_S = 100_000
@@ -37,11 +38,7 @@ GOAL_BYTES_PER_KEY = 100
 GOAL_NEXT_US = 20
 KGCLUE_TRIPLES = 20_600_000
 
-VOCAB = (
-    pathlib.Path(os.environ.get("KERASNLP_PLUS_SHARED_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
-    / "vocab"
-    / "vocab.txt"
-)
+VOCAB = shared_data_dir("vocab", "vocab.txt")
 
 
 def status(field):

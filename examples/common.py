@@ -18,7 +18,6 @@ import os
 import pathlib
 import random
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from kerasnlp_plus.models import build_transformer_model  # noqa: E402
 from kerasnlp_plus.tokenizers import Tokenizer, load_vocab  # noqa: E402
+from kerasnlp_plus.utils import atomic_path, shared_data_dir  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
@@ -147,8 +147,7 @@ def default_vocab_path():
     demo = demo_model_path()
     if demo is not None:
         return demo / "vocab.txt"
-    shared = pathlib.Path(os.environ.get("KERASNLP_PLUS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-    path = shared / "vocab" / "vocab.txt"
+    path = shared_data_dir("vocab", "vocab.txt")
     if path.is_file():
         return path
     raise FileNotFoundError(
@@ -236,27 +235,10 @@ class BatchLossHistory(keras.callbacks.Callback):
 
 
 def save_weights_atomic(model, path):
-    """``model.save_weights`` to a temporary file in the same folder, then
-    ``os.replace``: a crash never leaves a half-written best-weights file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=folder)
-    os.close(fd)
-    try:
+    """``model.save_weights`` through a temporary file: a crash never leaves a
+    half-written best-weights file."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_atomic(path, text):
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def append_jsonl(path, record):

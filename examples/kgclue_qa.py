@@ -45,6 +45,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import keras, np  # noqa: E402
 
+from kerasnlp_plus.utils import atomic_write_text, shared_data_dir  # noqa: E402
+
 FULL_KB_TRIPLES = 20_559_652
 FULL_KB_ENTITIES = 3_121_457
 DEFAULT_LR = {"checkpoint": 5e-6, "demo": 1e-3, "scratch": 1e-3}  # a 2.6M-parameter model wants a large rate
@@ -348,8 +350,7 @@ def parse_args(argv=None):
 
 
 def resolve_paths(args):
-    data_dir = pathlib.Path(args.data_dir) if args.data_dir else pathlib.Path(
-        os.environ.get("KERASNLP_PLUS_SHARED_DATA", common.REPO_ROOT.parent / "shared" / "data")) / "kgclue"
+    data_dir = pathlib.Path(args.data_dir) if args.data_dir else shared_data_dir("kgclue")
     if not (data_dir / "train.json").is_file():
         raise FileNotFoundError(f"{data_dir / 'train.json'} not found: pass --data-dir (the KgCLUE "
                                 "datasets folder; the data is not shipped with this project)")
@@ -391,7 +392,7 @@ class QAEvaluator(keras.callbacks.Callback):
 
 
 def write_predictions(path, records, preds):
-    common.write_text_atomic(path, "".join(
+    atomic_write_text(path, "".join(
         json.dumps({"id": qid, "answer": " ||| ".join(p)}, ensure_ascii=False) + "\n"
         for (qid, _, _), p in zip(records, preds)
     ))
@@ -484,7 +485,7 @@ def main(args=None, log=print):
         write_predictions(output / "kgclue_predict.json", subm, answer([q for _, q, _ in subm]))
         log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
     results["total_seconds"] = timer()
-    common.write_text_atomic(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     best = evaluator.best
     log(f"\nbest epoch {best['epoch']}: dev score {best['score']:.2f}; dev loss {valid_loss_before:.3f} -> "
         f"{results['valid_loss_after']:.3f}; train+eval {fit_seconds:.0f} s, total {results['total_seconds']:.0f} s")

@@ -40,6 +40,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import keras  # noqa: E402
 
+from kerasnlp_plus.utils import atomic_write_text  # noqa: E402
+
 DATA_DIR = common.EXAMPLES_DIR / "data" / "csl"
 DEFAULT_TRAIN = DATA_DIR / "train.tsv"
 DEFAULT_VALID = DATA_DIR / "valid.tsv"
@@ -111,7 +113,7 @@ class TitleEvaluator(keras.callbacks.Callback):
         if improved:
             self.best = record
             common.save_weights_atomic(self.model, self.output / "best.weights.h5")
-            common.write_text_atomic(
+            atomic_write_text(
                 self.output / "valid_predictions.tsv",
                 "".join(f"{t}\t{p}\n" for (t, _), p in zip(self.pairs, preds)),
             )
@@ -188,7 +190,7 @@ def main(args=None, log=print):
         "fit_seconds": fit_seconds,
         "total_seconds": timer(),
     }
-    common.write_text_atomic(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     best = evaluator.best
     log(f"\nbest epoch {best['epoch']}: Rouge-1 {best['rouge-1']:.2f}  Rouge-2 {best['rouge-2']:.2f}  "
         f"Rouge-L {best['rouge-l']:.2f}  BLEU {best['bleu']:.2f}; validation loss "

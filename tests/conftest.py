@@ -11,10 +11,10 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(
-    os.environ.get("KERASNLP_PLUS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
-)
+SHARED_DATA = shared_data_dir()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,5 @@
-"""Assigning checkpoint arrays to variables, with errors that name the culprit, and
-atomic file writes."""
+"""Assigning checkpoint arrays to variables, with errors that name the culprit."""
 import difflib
-import os
-import tempfile
 
 import numpy as np
 
@@ -43,22 +40,3 @@ def assign_entries(entries, get_array, names, source, keep_tokens=None, aliases=
         values.append(value)
     for entry, value in zip(entries, values):
         entry.variable.assign(value.astype(np.dtype(entry.variable.dtype)))
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp makes the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -7,7 +7,8 @@ import tempfile
 
 import numpy as np
 
-from kerasnlp_plus.checkpoints.common import assign_entries, atomic_write_bytes
+from kerasnlp_plus.checkpoints.common import assign_entries
+from kerasnlp_plus.utils import atomic_write_bytes
 from kerasnlp_plus.checkpoints.mapping import google_entries, google_layout
 
 

@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from kerasnlp_plus.checkpoints.common import assign_entries, atomic_write_bytes
+from kerasnlp_plus.checkpoints.common import assign_entries
+from kerasnlp_plus.utils import atomic_write_bytes
 from kerasnlp_plus.checkpoints.mapping import hf_entries
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -73,12 +73,13 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 
 import marisa_trie
 import numpy as np
+
+from kerasnlp_plus.utils import atomic_write
 
 __all__ = ["Trie", "MAX_TOKEN_ID"]
 
@@ -790,24 +791,11 @@ class Trie:
 
     def save(self, path):
         """Write the trie to ``path`` atomically (temp file + ``os.replace``)."""
-        path = os.fspath(path)
         head, chunks = self._chunks()
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(head)
-                for c in chunks:
-                    f.write(c)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(path, "wb", fsync=True) as f:
+            f.write(head)
+            for c in chunks:
+                f.write(c)
 
     @classmethod
     def load(cls, path):

@@ -24,6 +24,7 @@ from kerasnlp_plus.pretraining.masking import (
 )
 from kerasnlp_plus.pretraining.packing import document_units, pack_documents
 from kerasnlp_plus.pretraining.text import read_documents
+from kerasnlp_plus.utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger("kerasnlp_plus.pretraining")
 
@@ -133,18 +134,14 @@ def process_shard(job):
     split_id = 0 if split == "train" else 1
     rng = np.random.default_rng([config["seed"], split_id, index])
     examples = examples_for_shard(texts, rng, config, tokenizer)
-    tmp = path + f".tmp-{os.getpid()}"
-    with tf.io.TFRecordWriter(tmp) as w:
-        for feats in examples:
-            w.write(records.serialize(feats))
+    with atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as w:
+            for feats in examples:
+                w.write(records.serialize(feats))
     n_tokens = int(sum(int((f["token_ids"] != 0).sum()) for f in examples))
     counts = {"split": split, "shard": index, "documents": len(texts), "examples": len(examples),
               "tokens": n_tokens, "fingerprint": fingerprint}
-    os.replace(tmp, path)
-    tmp_json = path + f".json.tmp-{os.getpid()}"
-    with open(tmp_json, "w", encoding="utf-8") as f:
-        json.dump(counts, f)
-    os.replace(tmp_json, path + ".json")
+    atomic_write_text(path + ".json", json.dumps(counts))
     return counts
 
 
@@ -281,12 +278,8 @@ def prepare(
         }
     meta["counts"]["bad_lines"] = len(bad_lines)
     if keep_tokens is not None:
-        with open(os.path.join(output_dir, "keep_tokens.json"), "w", encoding="utf-8") as f:
-            json.dump(keep_tokens, f)
-    tmp = os.path.join(output_dir, META_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, os.path.join(output_dir, META_NAME))
+        atomic_write_text(os.path.join(output_dir, "keep_tokens.json"), json.dumps(keep_tokens))
+    atomic_write_text(os.path.join(output_dir, META_NAME), json.dumps(meta, ensure_ascii=False, indent=1))
     return meta
 
 

@@ -1,8 +1,8 @@
 """Reading, simplifying and writing BERT ``vocab.txt`` files."""
 import os
-import tempfile
 
 from kerasnlp_plus.tokenizers import _text
+from kerasnlp_plus.utils import atomic_write_text
 
 
 def _read_tokens(path, encoding="utf-8"):
@@ -93,14 +93,4 @@ def save_vocab(path, vocab, encoding="utf-8"):
     for token, _ in ordered:
         if "\n" in token or "\r" in token:
             raise ValueError(f"token {token!r} contains a line break and cannot be saved")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vocab-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="\n") as writer:
-            writer.write("".join(token + "\n" for token, _ in ordered))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a vocab is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, "".join(token + "\n" for token, _ in ordered), encoding=encoding)
