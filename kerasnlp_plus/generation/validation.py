@@ -20,12 +20,12 @@ __all__ = [
 
 
 def _int(name, value, low, high=None, what=None):
-    """``value`` as an int in ``[low, high)``; else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low or (high is not None and value >= high):
-        bound = f"[{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r} is outside {bound}" + (f" ({what})" if what else ""))
+    """``value`` as an int in ``[low, high)``; else ValueError naming ``name`` (in the
+    wording the decoders used before these checks were shared)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}" + (f" ({what})" if what else ""))
+    if high is not None and value >= high:
+        raise ValueError(f"{name}={value!r} is outside {what or f'[{low}, {high})'}")
     return int(value)
 
 
@@ -44,16 +44,15 @@ def check_decoder(decoder, topk=None, topk_name="topk"):
 
 
 def check_decoder_vocab(decoder, vocab_size):
-    """``end_id`` and ``start_id`` against the vocabulary (the number of scores the
-    model returns per step): an ``end_id`` outside it would never end a sequence.
+    """``end_id`` against the vocabulary the model scores (the width of its output):
+    an ``end_id`` outside it can never be produced, so no sequence would end.
 
-    ``topk`` may exceed the vocabulary on purpose: beam search keeps the ``topk`` best
-    (beam, token) pairs, of which the first step has only ``vocab_size`` (all are kept,
-    later steps have more), and top-k sampling then keeps every token."""
-    vocab = f"the vocabulary has {vocab_size} ids"
-    _int("end_id", decoder.end_id, 0, vocab_size, vocab)
-    if decoder.start_id is not None:
-        _int("start_id", decoder.start_id, 0, vocab_size, vocab)
+    ``start_id`` is an input id (checked against the model's vocabulary where the
+    decoder knows the model, as the Generator does); ``topk`` may exceed the vocabulary
+    on purpose: beam search keeps the ``topk`` best (beam, token) pairs, of which the
+    first step has only ``vocab_size`` (all are kept), and top-k sampling then keeps
+    every token."""
+    _int("end_id", decoder.end_id, 0, vocab_size, f"the vocabulary of size {vocab_size}")
 
 
 def allowed_token_ids(allowed, vocab_size, batch_index, prefix):
@@ -147,7 +146,9 @@ def check_generator_call(generator, inputs, topk=None, topk_name="topk"):
         token_ids, segment_ids = inputs, None
     token_rows = _rows(token_ids, "token_ids")
     if token_rows is None:
-        return
+        return  # not row-shaped: Generator._prepare names the shape and dtype
+    if not token_rows:
+        raise ValueError("token_ids is an empty batch (no source)")
     lengths = [int(np.count_nonzero(row)) for row in token_rows]
     model = generator.model
     if segment_ids is not None:
