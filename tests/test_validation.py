@@ -289,3 +289,6 @@ def test_allowed_token_ids_contract():
     assert allowed_token_ids(np.array([1.0, 2.0]), 10, 0, []).tolist() == [1, 2]
     with pytest.raises(ValueError, match=r"returned 'abc' for batch row 3 \(prefix \[1, 2\]\)"):
         allowed_token_ids("abc", 10, 3, [1, 2])
+    for bad in ([1.5], [True], [[1], [2, 3]]):
+        with pytest.raises(ValueError, match=r"expected a list of token ids or None"):
+            allowed_token_ids(bad, 10, 0, [])

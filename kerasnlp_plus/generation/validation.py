@@ -65,25 +65,23 @@ def allowed_token_ids(allowed, vocab_size, batch_index, prefix):
     if allowed is None:
         return None
     try:
-        ids = np.asarray(allowed)
-        if ids.dtype == object:
-            raise TypeError
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            if not np.issubdtype(ids.dtype, np.floating) or not np.all(ids == np.round(ids)):
-                raise TypeError
-        ids = ids.astype(np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"prefix_allowed_tokens/trie returned {allowed!r} for batch row {batch_index} (prefix "
-            f"{list(prefix)}); expected a list of token ids or None (all allowed)"
-        ) from None
-    if ids.size:
-        bad = ids[(ids < 0) | (ids >= vocab_size)]
-        if bad.size:
+        ids = np.asarray(allowed) if not isinstance(allowed, np.ndarray) else allowed
+    except ValueError:  # ragged nested lists
+        ids = np.array([None], dtype=object)
+    if ids.dtype.kind not in "iu":  # the fast path (a trie's int lists) skips this
+        if ids.dtype.kind == "b" or (ids.size and (ids.dtype.kind != "f" or not np.all(ids == np.round(ids)))):
             raise ValueError(
-                f"prefix_allowed_tokens/trie returned token id {int(bad[0])} for batch row {batch_index} "
-                f"(prefix {list(prefix)}), outside the vocabulary [0, {vocab_size})"
+                f"prefix_allowed_tokens/trie returned {allowed!r} for batch row {batch_index} (prefix "
+                f"{list(prefix)}); expected a list of token ids or None (all allowed)"
             )
+        ids = ids.astype(np.int64)
+    ids = ids.reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = ids[(ids < 0) | (ids >= vocab_size)]
+        raise ValueError(
+            f"prefix_allowed_tokens/trie returned token id {int(bad[0])} for batch row {batch_index} "
+            f"(prefix {list(prefix)}), outside the vocabulary [0, {vocab_size})"
+        )
     return ids
 
 
