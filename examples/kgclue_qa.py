@@ -45,6 +45,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import keras, np  # noqa: E402
 
+from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
 from kerasnlp_plus.utils import atomic_write_text, shared_data_dir  # noqa: E402
 
 FULL_KB_TRIPLES = 20_559_652
@@ -419,6 +420,7 @@ def main(args=None, log=print):
     log(f"data: {len(train)} train / {len(valid)} dev / {len(test)} test_public questions from {data_dir}")
 
     model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+    check_sequence_length(model, args.max_question_len + args.max_key_len, "--max-question-len + --max-key-len =")
     keys = KeyEncoder(tokenizer)
     trie, trie_stats = build_kb_trie(kb_path, keys, args.max_key_len, args.limit_kb,
                                      args.skip_bad_kb_lines, log=log)

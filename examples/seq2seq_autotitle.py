@@ -40,6 +40,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import keras  # noqa: E402
 
+from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
 from kerasnlp_plus.utils import atomic_write_text  # noqa: E402
 
 DATA_DIR = common.EXAMPLES_DIR / "data" / "csl"
@@ -151,6 +152,9 @@ def main(args=None, log=print):
         f"{len(valid_pairs)} validation pairs from {', '.join(map(str, valid_files))}")
 
     model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+    # Refuse here, with the package's message, rather than let positions overflow in
+    # training (an XLA-compiled step cannot raise; see kerasnlp_plus.layers.embeddings).
+    check_sequence_length(model, args.max_source_len + args.max_target_len, "--max-source-len + --max-target-len =")
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     common.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; "

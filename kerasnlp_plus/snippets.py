@@ -90,7 +90,8 @@ def constraint_mask(allowed_fn, batch_index, prefixes, vocab_size, end_id, no_re
     """Boolean ``(len(prefixes), vocab_size)``: which next tokens each prefix may take,
     or None when nothing is constrained.
 
-    ``allowed_fn(batch_index, prefix)`` gives the allowed ids (None: all);
+    ``allowed_fn(batch_index, prefix)`` gives the allowed ids (None: all; an id
+    outside the vocabulary is an error naming it and the batch row);
     ``no_repeat_ngram_size`` bans tokens that would repeat an n-gram of the prefix. A
     prefix left with no allowed token may only take ``end_id``, so it ends.
     """
@@ -100,10 +101,13 @@ def constraint_mask(allowed_fn, batch_index, prefixes, vocab_size, end_id, no_re
     if allowed_fn is None:
         mask = np.ones((n_rows, vocab_size), bool)
     else:
+        from kerasnlp_plus.generation.validation import allowed_token_ids  # here: avoids an import cycle
+
         mask = np.zeros((n_rows, vocab_size), bool)
         for i, prefix in enumerate(prefixes):
-            allowed = np.asarray(allowed_fn(batch_index, [int(t) for t in prefix]), dtype=np.int64).reshape(-1)
-            mask[i, allowed[(allowed >= 0) & (allowed < vocab_size)]] = True
+            prefix = [int(t) for t in prefix]
+            allowed = allowed_token_ids(allowed_fn(batch_index, prefix), vocab_size, batch_index, prefix)
+            mask[i, slice(None) if allowed is None else allowed] = True
     if no_repeat_ngram_size:
         n = int(no_repeat_ngram_size)
         for i, prefix in enumerate(prefixes):
@@ -124,6 +128,7 @@ def select_topk(scores, k, mask=None):
     when fewer are allowed). Selecting among the allowed entries, rather than over
     ``-inf``-filled scores, keeps ``argpartition`` fast under a trie."""
     if mask is None:
+        k = min(k, scores.size)  # more beams than (beam, token) pairs: keep them all
         return scores.argpartition(-k, axis=None)[-k:]
     allowed = np.flatnonzero(mask)
     if len(allowed) <= k:
@@ -270,6 +275,9 @@ class AutoRegressiveDecoder:
         dropped and ``topk`` shrinks by their number. At ``maxlen`` the best is returned.
         ``trie`` / ``prefix_allowed_tokens`` constrain the tokens (module docstring).
         """
+        from kerasnlp_plus.generation import validation  # here: avoids an import cycle
+
+        validation.check_decoder(self, topk)
         _check_positive("topk", topk)
         _check_positive("min_ends", min_ends)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
@@ -277,6 +285,8 @@ class AutoRegressiveDecoder:
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
+            if step == 0:  # the vocabulary is known from the first scores
+                validation.check_decoder_vocab(self, scores.shape[1])
             mask = constraint_mask(
                 allowed_fn, 0, self._generated(output_ids), scores.shape[1], self.end_id, no_repeat_ngram_size
             )
@@ -327,6 +337,9 @@ class AutoRegressiveDecoder:
         smallest set whose probability reaches ``topp`` (nucleus). ``seed``: an int or a
         ``numpy.random.Generator`` (None: numpy's global state, as bert4keras).
         """
+        from kerasnlp_plus.generation import validation  # here: avoids an import cycle
+
+        validation.check_decoder(self, topk)
         _check_positive("n", n)
         if topk is not None:
             _check_positive("topk", topk)
@@ -340,6 +353,8 @@ class AutoRegressiveDecoder:
         results = []
         for step in range(self.maxlen):
             probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+            if step == 0:  # the vocabulary is known from the first scores
+                validation.check_decoder_vocab(self, probas.shape[1])
             probas = self._constrain(probas, output_ids, allowed_fn, no_repeat_ngram_size, 0.0)
             probas = probas / probas.sum(axis=1, keepdims=True)
             if step == 0:  # after the first step everything is repeated n times
@@ -369,6 +384,7 @@ def sample_from(probas, topk, topp, choice):
     order and tie rules); ``choice`` is ``np.random.choice``-like."""
     k_indices = p_indices = None
     if topk is not None:
+        topk = min(topk, probas.shape[1])  # above the vocabulary: every token is in the top k
         k_indices = probas.argpartition(-topk, axis=1)[:, -topk:]
         probas = np.take_along_axis(probas, k_indices, axis=1)
         probas = probas / probas.sum(axis=1, keepdims=True)

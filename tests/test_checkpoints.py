@@ -258,3 +258,122 @@ def test_saved_files_have_ordinary_permissions(tmp_path):
     for name in ("model.safetensors", "config.json"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+# --- bad checkpoint inputs (issue 12, item 2): each error names the file and the variable ---
+def _small(vocab_size=30, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build_transformer_model(None, vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=16, with_mlm=True)
+
+
+def _weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def _unchanged(model, before):
+    return all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("naming", ["google", "huggingface"])
+def test_bad_keep_tokens_are_named_and_leave_the_model_untouched(tmp_path, naming):
+    source = _small()
+    path = (save_google_checkpoint(source, tmp_path / "bert_model.ckpt") if naming == "google"
+            else save_huggingface(source, tmp_path / "hf"))
+    word = "bert/embeddings/word_embeddings" if naming == "google" else "bert.embeddings.word_embeddings.weight"
+    target = _small(vocab_size=3, seed=1)
+    before = _weights(target)
+    cases = [
+        ([0, -1, 2], r"keep_tokens\[1\] = -1 is negative"),
+        ([0, 5, 30], rf"keep_tokens\[2\] = 30 is beyond the 30 rows of variable '{word}' in checkpoint "
+                     rf".*{os.path.basename(str(path))}"),
+        ([], r"keep_tokens is empty"),
+        ([[0, 1, 2]], r"keep_tokens must be a flat list of token ids, got shape \(1, 3\)"),
+        ([0.0, 1.0, 2.0], r"keep_tokens must hold int token ids, got dtype float64"),
+    ]
+    for keep, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_checkpoint(target, path, keep_tokens=keep)
+        assert _unchanged(target, before), f"keep_tokens={keep} modified the model"
+
+
+def test_duplicate_keep_tokens_share_a_row(tmp_path):
+    """Allowed on purpose (documented): a repeated id starts two new ids from one row."""
+    source = _small()
+    prefix = save_google_checkpoint(source, tmp_path / "bert_model.ckpt")
+    target = _small(vocab_size=4, seed=1)
+    load_checkpoint(target, prefix, keep_tokens=[0, 7, 7, 3])
+    rows = target.token_embedding.embeddings.numpy()
+    full = source.token_embedding.embeddings.numpy()
+    np.testing.assert_array_equal(rows, full[[0, 7, 7, 3]])
+
+
+def _corrupt_float(model, name_part):
+    """Set one value of the first weight whose path contains ``name_part`` to NaN."""
+    variable = next(v for v in model.weights if name_part in v.path)
+    value = variable.numpy()
+    value.flat[3] = np.nan
+    variable.assign(value)
+
+
+def test_non_finite_values_are_refused_with_variable_and_file(tmp_path):
+    source = _small()
+    _corrupt_float(source, "intermediate")
+    prefix = save_google_checkpoint(source, tmp_path / "g" / "bert_model.ckpt")
+    save_huggingface(source, tmp_path / "hf")
+    target = _small(seed=1)
+    before = _weights(target)
+    with pytest.raises(ValueError, match=r"variable 'bert/encoder/layer_0/intermediate/dense/kernel' in checkpoint "
+                                         r".*g/bert_model.ckpt holds 1 non-finite values"):
+        load_checkpoint(target, prefix)
+    with pytest.raises(ValueError, match=r"variable 'bert.encoder.layer.0.intermediate.dense.weight' in checkpoint "
+                                         r".*hf/model.safetensors holds 1 non-finite values"):
+        load_checkpoint(target, tmp_path / "hf")
+    assert _unchanged(target, before)
+
+
+def test_overwritten_safetensors_bytes_are_refused(tmp_path):
+    """Data bytes overwritten with 0xFF (NaN as float32) in the middle of the file."""
+    save_huggingface(_small(), tmp_path)
+    path = tmp_path / "model.safetensors"
+    raw = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")
+    header_json = json.loads(raw[8:header])
+    start, _ = header_json["bert.encoder.layer.0.output.dense.weight"]["data_offsets"]
+    raw[header + start:header + start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"variable 'bert.encoder.layer.0.output.dense.weight' in checkpoint "
+                                         r".*model.safetensors holds 4 non-finite values"):
+        load_checkpoint(_small(seed=1), tmp_path)
+
+
+def test_truncated_google_data_file_names_the_variable_and_file(tmp_path):
+    prefix = save_google_checkpoint(_small(), tmp_path / "bert_model.ckpt")
+    data = tmp_path / "bert_model.ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    target = _small(seed=1)
+    before = _weights(target)
+    with pytest.raises(ValueError, match=r"cannot read variable '[^']+' from checkpoint .*bert_model.ckpt "
+                                         r"\(data files \['bert_model.ckpt.data-00000-of-00001'\]\): the data is "
+                                         r"truncated or corrupt"):
+        load_checkpoint(target, prefix)
+    assert _unchanged(target, before)
+
+
+def test_truncated_safetensors_names_the_file_and_a_missing_tensor(tmp_path):
+    save_huggingface(_small(), tmp_path)
+    path = tmp_path / "model.safetensors"
+    raw = path.read_bytes()
+    header = 8 + int.from_bytes(raw[:8], "little")
+    offsets = json.loads(raw[8:header])
+    last = max((k for k in offsets if k != "__metadata__"), key=lambda k: offsets[k]["data_offsets"][1])
+    path.write_bytes(raw[:-10])
+    with pytest.raises(ValueError, match=rf"cannot read Hugging Face weights .*model.safetensors \({len(raw) - 10} "
+                                         rf"bytes\): truncated: 1 tensor\(s\) extend past the end of the file, "
+                                         rf"first '{last}'"):
+        load_checkpoint(_small(seed=1), tmp_path)
+    path.write_bytes(raw[:header - 5])
+    with pytest.raises(ValueError, match=r"model.safetensors .*truncated inside its \d+-byte JSON header"):
+        load_checkpoint(_small(seed=1), tmp_path)

@@ -62,9 +62,25 @@ def load_google_checkpoint(model, path, keep_tokens=None):
     import tensorflow as tf
 
     prefix = resolve_checkpoint_prefix(path)
-    reader = tf.train.load_checkpoint(prefix)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, IndexError, OSError) as e:
+        raise ValueError(f"cannot read checkpoint index {prefix}.index: truncated or corrupt ({e})") from None
     names = reader.get_variable_to_shape_map().keys()
-    assign_entries(google_entries(model), reader.get_tensor, names, prefix, keep_tokens=keep_tokens)
+
+    def get_tensor(name):
+        # TF's reader says only "Read less bytes than requested" (IndexError) for a short
+        # data file, or reports a checksum mismatch without the variable's name.
+        try:
+            return reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError, OSError) as e:
+            data_files = sorted(os.path.basename(f) for f in glob.glob(glob.escape(prefix) + ".data-*"))
+            raise ValueError(
+                f"cannot read variable {name!r} from checkpoint {prefix} (data files {data_files}): the data "
+                f"is truncated or corrupt ({type(e).__name__}: {getattr(e, 'message', e)})"
+            ) from None
+
+    assign_entries(google_entries(model), get_tensor, names, prefix, keep_tokens=keep_tokens)
 
 
 def google_config(model):

@@ -37,13 +37,52 @@ def read_weights(path):
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own SafetensorError (an Exception)
+            raise ValueError(safetensors_damage(path, e)) from None
     try:
         import torch
     except ImportError:
         raise ImportError(f"reading {path} needs torch; convert it to model.safetensors or install torch") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch's zip/pickle readers
+        raise ValueError(f"cannot read PyTorch weights {path}: truncated or corrupt ({e})") from None
     return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()}
+
+
+def safetensors_damage(path, error):
+    """Why ``path`` could not be read, naming the tensors whose bytes are missing.
+
+    The format is an 8-byte little-endian header size, a JSON header giving each
+    tensor's byte range in the data section, then the data; safetensors' own message
+    ("incomplete metadata, file not fully covered") names no tensor.
+    """
+    size = os.path.getsize(path)
+    prefix = f"cannot read Hugging Face weights {path} ({size} bytes): "
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return prefix + f"truncated inside the 8-byte header size ({error})"
+        header_size = int.from_bytes(head, "little")
+        if 8 + header_size > size:
+            return prefix + f"truncated inside its {header_size}-byte JSON header ({error})"
+        try:
+            header = json.loads(f.read(header_size))
+        except ValueError:
+            return prefix + f"the JSON header is corrupt ({error})"
+    available = size - 8 - header_size
+    cut = sorted(
+        (name for name, info in header.items()
+         if name != "__metadata__" and isinstance(info, dict) and info.get("data_offsets", [0, 0])[1] > available),
+        key=lambda name: header[name]["data_offsets"][0],
+    )
+    if cut:
+        needed = max(header[n]["data_offsets"][1] for n in cut) + 8 + header_size
+        return (prefix + f"truncated: {len(cut)} tensor(s) extend past the end of the file, first "
+                f"{cut[0]!r} (the header needs {needed} bytes) ({error})")
+    return prefix + f"corrupt ({error})"
 
 
 def detect_layout(names):

@@ -39,6 +39,7 @@ import tensorflow as tf
 from keras import ops
 
 from kerasnlp_plus import masks
+from kerasnlp_plus.generation import validation
 from kerasnlp_plus.snippets import (
     apply_mask,
     constraint_mask,
@@ -219,7 +220,7 @@ class Generator:
 
     def _start(self, inputs, copies, temperature, rtype):
         token_ids, segment_ids, lengths = self._prepare(inputs)
-        pad = -token_ids.shape[1] % self.length_bucket
+        pad = validation.bucket_padding(self.model, token_ids.shape[1], self.length_bucket)
         if pad:
             token_ids = np.pad(token_ids, [(0, 0), (0, pad)])
             segment_ids = np.pad(segment_ids, [(0, 0), (0, pad)])
@@ -264,6 +265,7 @@ class Generator:
 
         >>> ids = gen.beam_search([token_ids, segment_ids], topk=3)  # doctest: +SKIP
         """
+        validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("topk", topk, min_ends, temperature)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         session, batch, first = self._start(inputs, topk, temperature, "logits")
@@ -388,6 +390,7 @@ class Generator:
         ``numpy.random.Generator``; ``trie`` / ``prefix_allowed_tokens`` as in
         :meth:`beam_search`.
         """
+        validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("n", n, min_ends, temperature)
         if topk is not None:
             _check_int("topk", topk, 1)

@@ -4,6 +4,7 @@ from kerasnlp_plus.layers.embeddings import (
     BiasAdd,
     FactorizedMapping,
     PositionEmbedding,
+    SegmentEmbedding,
     TakeFirstToken,
     TokenEmbedding,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "FactorizedMapping",
     "MultiHeadAttention",
     "PositionEmbedding",
+    "SegmentEmbedding",
     "TakeFirstToken",
     "TokenEmbedding",
     "TransformerBlock",

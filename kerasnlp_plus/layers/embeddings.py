@@ -1,7 +1,56 @@
 """Embedding layers: a token embedding that doubles as the tied MLM output matrix, and
-learned position embeddings with the hierarchical decomposition for long inputs."""
+learned position embeddings with the hierarchical decomposition for long inputs.
+
+Position and segment ids beyond their tables are never looked up silently:
+
+* called eagerly, the layer raises ``ValueError`` with the package's message;
+* in a TensorFlow graph that XLA does not compile (``jit_compile=False``, Keras
+  ``fit``/``predict`` on CPU by default), an ``Assert`` placed before the lookup raises
+  ``InvalidArgumentError`` carrying the same message;
+* under XLA (``jit_compile=True``: the Generator's default, Keras on GPU by default)
+  TensorFlow compiles ``Assert`` to nothing (tf2xla's ``assert_op.cc`` logs "Ignoring
+  Assert operator") and a gather clamps its index, so an overflow cannot raise inside
+  the graph; the embedding rows of out-of-range ids are NaN instead, so every output
+  depending on them (and any loss) is NaN rather than plausibly wrong. Host-side checks
+  (the Generator, :func:`kerasnlp_plus.generation.validation.check_sequence_length`)
+  raise before such a graph runs wherever the package sees the lengths.
+"""
 import keras
+import numpy as np
 from keras import ops
+
+
+def _checked_ids(ids, limit, describe):
+    """``(ids clipped into [0, limit), in-range mask)``, raising for ids outside
+    ``[0, limit)`` where the computation can raise (eagerly, or in a TF graph not
+    compiled by XLA). ``describe(low, high)`` is the error message; in a graph the
+    values are appended by ``Assert`` instead (``describe(None, None)``)."""
+    ids = ops.cast(ids, "int32")  # inputs may arrive as floats (bert4keras feeds float32)
+    in_range = ops.logical_and(ops.greater_equal(ids, 0), ops.less(ids, limit))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            values = np.asarray(ids)
+            if values.size and (values.min() < 0 or values.max() >= limit):
+                raise ValueError(describe(int(values.min()), int(values.max())))
+        else:
+            # Without a control dependency TF may run the gather first and fail with its
+            # own GatherV2 message; under XLA this Assert is compiled away (see above).
+            check = tf.debugging.Assert(
+                tf.reduce_all(in_range),
+                [describe(None, None) + "; smallest and largest ids given:", tf.reduce_min(ids), tf.reduce_max(ids)],
+                summarize=2,
+            )
+            with tf.control_dependencies([check]):
+                ids = tf.identity(ids)
+    return ops.clip(ids, 0, limit - 1), in_range
+
+
+def _nan_where_invalid(embedded, in_range):
+    """``embedded`` with the rows of out-of-range ids set to NaN (the XLA path)."""
+    nan = ops.cast(float("nan"), embedded.dtype)
+    return ops.where(ops.expand_dims(in_range, -1), embedded, nan)
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
@@ -38,7 +87,9 @@ class PositionEmbedding(keras.layers.Layer):
     Without it, an input longer than the table is an error, never a silent wrap.
 
     Call with the embedded tokens ``(batch, length, dim)`` (only the length is used) or
-    with explicit ``position_ids`` ``(batch, length)``.
+    with explicit ``position_ids`` ``(batch, length)``. A position outside
+    ``[0, max_length)`` raises where the graph can raise, and embeds as NaN under XLA
+    (module docstring).
     """
 
     def __init__(self, input_dim, output_dim, hierarchical=None, embeddings_initializer="zeros", **kwargs):
@@ -62,27 +113,45 @@ class PositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
+    def _extension_hint(self):
+        if self.hierarchical:
+            return (f"the hierarchical extension (alpha={self.hierarchical}) of the {self.input_dim} trained "
+                    f"positions already reaches its limit of {self.input_dim} ** 2")
+        return (f"build with hierarchical_position=True to extend the {self.input_dim} trained positions "
+                f"to {self.input_dim ** 2}")
+
+    def overflow_message(self, low=None, high=None):
+        """The package's message for position ids outside the table (one text for the
+        eager and graph checks)."""
+        got = "" if high is None else f", got position ids from {low} to {high}"
+        return (f"position ids must lie in [0, {self.max_length}) for layer {self.name!r} (its position "
+                f"table has {self.max_length} positions){got}; shorten the input or {self._extension_hint()}")
+
+    def check_length(self, length, what="input length"):
+        """Host-side check that ``length`` tokens (positions ``0 .. length-1``) fit."""
+        if int(length) > self.max_length:
+            raise ValueError(
+                f"{what} {int(length)} exceeds the {self.max_length} positions of layer {self.name!r}; "
+                f"shorten the input or {self._extension_hint()}"
+            )
+
     def call(self, inputs=None, position_ids=None):
         if position_ids is None:
             length = inputs.shape[1]
-            if length is not None and length > self.max_length:
-                raise ValueError(
-                    f"input length {length} exceeds the {self.max_length} positions of layer "
-                    f"{self.name!r}; build with hierarchical_position=True to extend to "
-                    f"{self.input_dim ** 2}"
-                )
+            if length is not None:
+                self.check_length(length, "input length")
             position_ids = ops.arange(ops.shape(inputs)[1], dtype="int32")[None, :]
-        position_ids = ops.cast(position_ids, "int32")
+        position_ids, in_range = _checked_ids(position_ids, self.max_length, self.overflow_message)
         table = ops.cast(self.embeddings, self.compute_dtype)
         if not self.hierarchical:
-            return ops.take(table, position_ids, axis=0)
+            return _nan_where_invalid(ops.take(table, position_ids, axis=0), in_range)
         alpha, n = self.hierarchical, self.input_dim
         u = (table - alpha * table[:1]) / (1.0 - alpha)
         outer = ops.take(u, position_ids // n, axis=0)
         inner = ops.take(u, position_ids % n, axis=0)
         extended = alpha * outer + (1.0 - alpha) * inner
         original = ops.take(table, ops.minimum(position_ids, n - 1), axis=0)
-        return ops.where(ops.expand_dims(position_ids < n, -1), original, extended)
+        return _nan_where_invalid(ops.where(ops.expand_dims(position_ids < n, -1), original, extended), in_range)
 
     def compute_output_spec(self, inputs=None, position_ids=None):
         if position_ids is not None:
@@ -99,6 +168,22 @@ class PositionEmbedding(keras.layers.Layer):
             "hierarchical": self.hierarchical,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class SegmentEmbedding(keras.layers.Embedding):
+    """``keras.layers.Embedding`` for segment (token type) ids that refuses ids
+    outside ``[0, type_vocab_size)``: raises where the graph can raise, NaN rows under
+    XLA (module docstring), instead of Keras' raw gather error or a silent clamp."""
+
+    def overflow_message(self, low=None, high=None):
+        got = "" if high is None else f", got segment ids from {low} to {high}"
+        return (f"segment ids must lie in [0, {self.input_dim}) for layer {self.name!r} "
+                f"(type_vocab_size={self.input_dim}){got}")
+
+    def call(self, inputs):
+        ids, in_range = _checked_ids(inputs, self.input_dim, self.overflow_message)
+        return _nan_where_invalid(super().call(ids), in_range)
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")

@@ -8,6 +8,7 @@ from kerasnlp_plus.layers import (
     BiasAdd,
     FactorizedMapping,
     PositionEmbedding,
+    SegmentEmbedding,
     TakeFirstToken,
     TokenEmbedding,
     TransformerBlock,
@@ -116,7 +117,7 @@ class Transformer(keras.Model):
             self.token_mapping = FactorizedMapping(
                 embedding_size, hidden_size, kernel_initializer=init, dtype=dtype, name="Embedding-Mapping-Token"
             )
-        self.segment_embedding = keras.layers.Embedding(
+        self.segment_embedding = SegmentEmbedding(  # refuses ids >= type_vocab_size
             type_vocab_size, sum_dim, embeddings_initializer=init, dtype=dtype, name="Embedding-Segment"
         )
         self.position_embedding = PositionEmbedding(

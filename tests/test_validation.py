@@ -1,0 +1,294 @@
+"""Bad input is refused, never silently used (issue 12, items 1 and 3).
+
+1. Position and segment ids beyond their tables: the package's ValueError when called
+   eagerly, its message in TensorFlow's InvalidArgumentError in a graph that XLA does
+   not compile, and NaN outputs under XLA (where TensorFlow compiles ``Assert`` away and
+   clamps gathers; checked here so that a TF change would show). The Generator and the
+   examples refuse before running anything, with ``jit_compile`` True and False.
+3. Decoder arguments of both decoders (Generator and bert4keras' AutoRegressiveDecoder).
+
+Tiny random models (vocabulary 40, hidden 16, 1 layer).
+"""
+import importlib.util
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasnlp_plus.generation import Generator
+from kerasnlp_plus.generation.validation import allowed_token_ids, check_sequence_length
+from kerasnlp_plus.layers import PositionEmbedding
+from kerasnlp_plus.models import build_transformer_model
+from kerasnlp_plus.snippets import AutoRegressiveDecoder
+
+VOCAB, TABLE, END = 40, 12, 3
+TINY = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            max_position_embeddings=TABLE)
+# TF's graph error escapes the quotes around the layer name
+POSITION_MESSAGE = r"position ids must lie in \[0, 12\) for layer \\?'Embedding-Position\\?'.*hierarchical_position=True"
+SEGMENT_MESSAGE = r"segment ids must lie in \[0, 2\) for layer \\?'Embedding-Segment\\?' \(type_vocab_size=2\)"
+
+
+def tiny(application="unilm", seed=1, **overrides):
+    keras.utils.set_random_seed(seed)
+    model = build_transformer_model(None, application=application, with_mlm=True, **{**TINY, **overrides})
+    bias = np.zeros(VOCAB, "float32")
+    bias[0] = -30.0  # never generate padding
+    model.mlm_bias.set_weights([bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def unilm():
+    return tiny()
+
+
+def _ids(length, batch=2, dtype="int32"):
+    return np.random.default_rng(0).integers(5, VOCAB, (batch, length)).astype(dtype)
+
+
+def _dynamic(model, jit_compile):
+    """The model under tf.function with unknown batch and length, so the length check
+    cannot happen at trace time and the in-graph check is what is tested."""
+    spec = [tf.TensorSpec((None, None), tf.float32)] * 2
+    return tf.function(lambda t, s: model([t, s]), input_signature=spec, jit_compile=jit_compile)
+
+
+# ---------------------------------------------------------------- 1. positions and segments
+def test_eager_call_raises_the_package_message_for_positions_and_segments(unilm):
+    with pytest.raises(ValueError, match=r"input length 13 exceeds the 12 positions.*hierarchical_position=True"):
+        unilm([_ids(13), np.zeros((2, 13), "int32")])
+    with pytest.raises(ValueError, match=SEGMENT_MESSAGE + r", got segment ids from 0 to 2"):
+        segments = np.zeros((2, 6), "float32")  # float inputs (bert4keras feeds float32) are cast, then checked
+        segments[1, 4] = 2
+        unilm([_ids(6, dtype="float32"), segments])
+    with pytest.raises(ValueError, match=SEGMENT_MESSAGE + r", got segment ids from -1 to 0"):
+        unilm([_ids(6), -np.eye(2, 6, dtype="int32")])
+
+
+def test_graph_without_xla_raises_the_package_message(unilm):
+    run = _dynamic(unilm, jit_compile=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=POSITION_MESSAGE):
+        run(_ids(13, dtype="float32"), np.zeros((2, 13), "float32"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=SEGMENT_MESSAGE):
+        run(_ids(6, dtype="float32"), np.full((2, 6), 2, "float32"))
+    out = run(_ids(12, dtype="float32"), np.ones((2, 12), "float32")).numpy()
+    assert np.isfinite(out).all()
+
+
+def test_under_xla_overflow_is_nan_never_a_reused_row(unilm):
+    """XLA compiles Assert to nothing and clamps gathers, so the graph cannot raise: an
+    out-of-range position or segment must make the outputs NaN, never the last row."""
+    run = _dynamic(unilm, jit_compile=True)
+    ok = run(_ids(12, dtype="float32"), np.zeros((2, 12), "float32")).numpy()
+    assert np.isfinite(ok).all()
+    long = run(_ids(14, dtype="float32"), np.zeros((2, 14), "float32")).numpy()
+    # unilm with segment 0 is bidirectional: every position attends to positions 12, 13
+    assert np.isnan(long).all()
+    seg = np.zeros((2, 12), "float32")  # the shape already compiled above
+    seg[0, 5] = 5
+    bad_segment = run(_ids(12, dtype="float32"), seg).numpy()
+    assert np.isnan(bad_segment[0]).all() and np.isfinite(bad_segment[1]).all()
+
+
+def test_xla_really_ignores_assert_and_clamps_gathers():
+    """The reason for the NaN rows, checked so that a TensorFlow that starts raising
+    under XLA is noticed (tf2xla/kernels/assert_op.cc logs "Ignoring Assert operator")."""
+    table = tf.constant([[0.0], [1.0], [2.0]])
+
+    def lookup(ids):
+        check = tf.debugging.Assert(tf.reduce_all(ids < 3), ["out of range"])
+        with tf.control_dependencies([check]):
+            return tf.gather(table, tf.identity(ids))
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        tf.function(lookup)(tf.constant([5]))
+    assert tf.function(lookup, jit_compile=True)(tf.constant([5])).numpy().tolist() == [[2.0]]
+
+
+def test_custom_position_ids_beyond_the_table():
+    model = tiny(application="encoder", custom_position_ids=True)
+    tokens = _ids(4)
+    positions = np.array([[0, 1, 2, 3], [0, 1, 2, 12]], "int32")
+    with pytest.raises(ValueError, match=r"position ids must lie in \[0, 12\).*got position ids from 0 to 12"):
+        model([tokens, np.zeros_like(tokens), positions])
+    spec = [tf.TensorSpec((None, None), tf.int32)] * 3
+    for jit in (False, True):
+        run = tf.function(lambda a, b, c: model([a, b, c]), input_signature=spec, jit_compile=jit)
+        if jit:
+            out = run(tokens, np.zeros_like(tokens), positions).numpy()
+            assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+        else:
+            with pytest.raises(tf.errors.InvalidArgumentError, match=POSITION_MESSAGE):
+                run(tokens, np.zeros_like(tokens), positions)
+
+
+def test_hierarchical_positions_extend_to_n_squared_and_no_further():
+    layer = PositionEmbedding(4, 2, hierarchical=True, name="pos")
+    assert layer(position_ids=np.array([[0, 15]])).shape == (1, 2, 2)
+    with pytest.raises(ValueError, match=r"\[0, 16\).*from 0 to 16; .*already reaches its limit of 4 \*\* 2"):
+        layer(position_ids=np.array([[0, 16]]))
+    out = tf.function(lambda p: layer(position_ids=p), jit_compile=True)(tf.constant([[15, 16]])).numpy()
+    assert np.isfinite(out[0, 0]).all() and np.isnan(out[0, 1]).all()
+
+
+# XLA-compiling three train steps takes minutes on a loaded 2-core machine: slow
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_keras_fit_never_trains_on_a_clamped_row(jit_compile):
+    """Keras fit over batches of varying length (Keras then relaxes the traced shape to
+    an unknown length, so no trace-time check applies): a batch beyond the table stops
+    the run with the package's message, or (XLA) makes the loss NaN."""
+    model = tiny(application="lm")
+    model.compile(loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+
+    def batches():
+        for length in (6, 8, 14):  # the last one is beyond the 12 positions
+            tokens = _ids(length)
+            yield (tokens, np.zeros_like(tokens)), tokens
+
+    ds = tf.data.Dataset.from_generator(
+        batches, output_signature=((tf.TensorSpec((None, None), tf.int32),) * 2, tf.TensorSpec((None, None), tf.int32))
+    )
+    if jit_compile:
+        history = model.fit(ds, epochs=1, verbose=0)
+        assert np.isnan(history.history["loss"][0])
+    else:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=POSITION_MESSAGE):
+            model.fit(ds, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_generator_checks_source_plus_maxlen_against_the_table(unilm, jit_compile):
+    source = np.array([[2] + [7] * 8 + [3]], "int32")  # 10 tokens
+    # length_bucket=1: no padding beyond the table (that case has its own test below)
+    ok = Generator(unilm, end_id=END, maxlen=2, jit_compile=jit_compile, length_bucket=1)  # 10 + 2 = 12
+    assert len(ok.beam_search([source, np.zeros_like(source)], topk=2)[0]) <= 2
+    gen = Generator(unilm, end_id=END, maxlen=3, jit_compile=jit_compile)
+    match = r"longest source \(10 tokens, row 0\) \+ maxlen \(3\) = 13 exceeds the 12 positions"
+    with pytest.raises(ValueError, match=match + r".*hierarchical_position=True"):
+        gen.beam_search([source, np.zeros_like(source)], topk=2)
+    with pytest.raises(ValueError, match=match):
+        gen.random_sample([source, np.zeros_like(source)], n=2, seed=1)
+    started = Generator(unilm, end_id=END, maxlen=2, start_id=4, jit_compile=jit_compile)
+    with pytest.raises(ValueError, match=r"\(10 tokens, row 0\) \+ start_id \+ maxlen \(2\) = 13"):
+        started.greedy([source, np.zeros_like(source)])
+    with pytest.raises(ValueError, match=r"segment_ids row 1 holds ids from 0 to 2.*type_vocab_size=2"):
+        ok.beam_search([np.ones((2, 4), "int32"), np.array([[0, 0, 1, 1], [0, 0, 2, 2]])], topk=1)
+
+
+def test_generator_bucket_padding_stays_inside_the_table(unilm):
+    """A source that fits (11 + 1 = 12 positions) is not padded by the length bucket
+    beyond the table (padded positions are embedded too): the result equals the
+    unbucketed one, with and without XLA."""
+    source = np.array([[2] + list(range(5, 14)) + [3]], "int32")  # 11 tokens
+    inputs = [source, np.zeros_like(source)]
+    expected = Generator(unilm, end_id=END, maxlen=1, length_bucket=1, jit_compile=False).greedy(inputs)
+    for jit in (False, True):
+        got = Generator(unilm, end_id=END, maxlen=1, length_bucket=16, jit_compile=jit).greedy(inputs)
+        assert got == expected
+
+
+def test_check_sequence_length_skips_models_without_a_table(unilm):
+    check_sequence_length(unilm, TABLE)
+    with pytest.raises(ValueError, match="sequence length 13 exceeds the 12 positions"):
+        check_sequence_length(unilm, TABLE + 1)
+
+    class Rotary:  # e.g. a roformer: positions are rotary, there is no table to overflow
+        position_embedding = None
+
+    check_sequence_length(Rotary(), 10 ** 6)
+
+
+def test_autotitle_example_refuses_a_source_longer_than_the_table(tmp_path):
+    examples = pathlib.Path(__file__).resolve().parents[1] / "examples"
+    sys.path.insert(0, str(examples))
+    spec = importlib.util.spec_from_file_location("examples_seq2seq_autotitle_v", examples / "seq2seq_autotitle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--max-source-len", "600", "--scratch", "--limit-train", "4", "--limit-valid", "2",
+            "--output", str(tmp_path / "out"), "--verbose", "0"]
+    with pytest.raises(ValueError, match=r"--max-source-len \+ --max-target-len = 632 exceeds the 512 positions "
+                                         r"of layer 'Embedding-Position'.*hierarchical_position=True"):
+        module.main(args, log=lambda *a: None)
+
+
+# ---------------------------------------------------------------- 3. decoder arguments
+class FixedDecoder(AutoRegressiveDecoder):
+    """bert4keras' decoder over fixed next-token probabilities (no model needed):
+    token 5 is most likely, then END."""
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs, output_ids, states):
+        probas = np.full((len(output_ids), VOCAB), 0.01)
+        probas[:, 5], probas[:, END] = 0.5, 0.3
+        return probas / probas.sum(axis=1, keepdims=True)
+
+
+def _lists(result):
+    """A decoder's result (one id array, or a list of them) as lists of ints."""
+    rows = result if isinstance(result, list) else [result]
+    return [[int(t) for t in row] for row in rows]
+
+
+@pytest.mark.parametrize("method", ["beam_search", "random_sample"])
+def test_autoregressive_decoder_arguments(method):
+    def run(decoder, **kwargs):
+        if method == "beam_search":
+            return decoder.beam_search([[2, 7, 3]], topk=kwargs.pop("topk", 2), **kwargs)
+        return decoder.random_sample([[2, 7, 3]], 2, seed=0, **kwargs)
+
+    with pytest.raises(ValueError, match=r"end_id=40 is outside the vocabulary of size 40"):
+        run(FixedDecoder(start_id=None, end_id=VOCAB, maxlen=4))
+    with pytest.raises(ValueError, match=r"end_id must be an int >= 0, got -1"):
+        run(FixedDecoder(start_id=None, end_id=-1, maxlen=4))
+    with pytest.raises(ValueError, match=r"start_id must be an int >= 0, got -2"):
+        run(FixedDecoder(start_id=-2, end_id=END, maxlen=4))
+    for maxlen in (0, -2):
+        with pytest.raises(ValueError, match=rf"maxlen must be an int >= 1, got {maxlen} \(the most decoding steps"):
+            run(FixedDecoder(start_id=None, end_id=END, maxlen=maxlen))
+    decoder = FixedDecoder(start_id=None, end_id=END, maxlen=4)
+    # topk above the vocabulary keeps every candidate (numpy's "kth out of bounds" before)
+    assert _lists(run(decoder, topk=VOCAB + 1)) == _lists(run(decoder, topk=VOCAB))
+    unconstrained = run(decoder)
+    # prefix_allowed_tokens returning None means "all allowed", as documented
+    assert _lists(run(decoder, prefix_allowed_tokens=lambda b, p: None)) == _lists(unconstrained)
+    with pytest.raises(ValueError, match=r"returned token id 45 for batch row 0 \(prefix \[\]\), outside the "
+                                         r"vocabulary \[0, 40\)"):
+        run(decoder, prefix_allowed_tokens=lambda b, p: [5, 45])
+
+
+def test_generator_arguments(unilm):
+    # host-side checks, made before anything is compiled: jit_compile does not matter
+    gen = Generator(unilm, end_id=END, maxlen=2, jit_compile=False, length_bucket=1)
+    source = [np.array([[2, 7, 8, 3], [2, 9, 3, 0]]), np.zeros((2, 4), "int32")]
+    # topk above the vocabulary keeps every candidate (numpy's "kth out of bounds" before)
+    assert gen.beam_search(source, topk=VOCAB + 3) == gen.beam_search(source, topk=VOCAB)
+    assert gen.random_sample(source, n=2, topk=VOCAB + 1, seed=0) == gen.random_sample(source, n=2, topk=VOCAB, seed=0)
+    with pytest.raises(ValueError, match=r"token_ids row 1 is empty \(no token\)"):
+        gen.beam_search([[[2, 7, 3], []]], topk=1)
+    with pytest.raises(ValueError, match=r"token_ids row 0 must hold int ids, got dtype float64"):
+        gen.beam_search([[[2.5, 7.0]], [[0, 0]]], topk=1)
+    unconstrained = gen.beam_search(source, topk=2)
+    assert gen.beam_search(source, topk=2, prefix_allowed_tokens=lambda b, p: None) == unconstrained
+    assert len(gen.random_sample(source, n=2, seed=0, prefix_allowed_tokens=lambda b, p: None)) == 2
+    with pytest.raises(ValueError, match=r"returned token id 40 for batch row 1 \(prefix \[\]\)"):
+        gen.beam_search(source, topk=2, prefix_allowed_tokens=lambda b, p: [5, 6] if b == 0 else [5, VOCAB])
+    with pytest.raises(ValueError, match=r"returned token id -3 for batch row 0"):
+        gen.random_sample(source, n=1, seed=0, prefix_allowed_tokens=lambda b, p: [-3])
+    gen.maxlen = 0  # changed after construction: checked at the call
+    with pytest.raises(ValueError, match=r"maxlen must be an int >= 1, got 0"):
+        gen.beam_search(source, topk=1)
+
+
+def test_allowed_token_ids_contract():
+    assert allowed_token_ids(None, 10, 0, []) is None
+    assert allowed_token_ids([], 10, 0, []).size == 0
+    assert allowed_token_ids(np.array([1.0, 2.0]), 10, 0, []).tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"returned 'abc' for batch row 3 \(prefix \[1, 2\]\)"):
+        allowed_token_ids("abc", 10, 3, [1, 2])
+    for bad in ([1.5], [True], [[1], [2, 3]]):
+        with pytest.raises(ValueError, match=r"expected a list of token ids or None"):
+            allowed_token_ids(bad, 10, 0, [])
