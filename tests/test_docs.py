@@ -34,6 +34,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 import traceback
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -71,6 +72,9 @@ def parse_blocks(text, name="<md>"):
             i += 1
             continue
         fence, info = m.group(1), m.group(2).lower()
+        if fence[0] == "`" and "`" in lines[i].strip()[len(fence):]:
+            i += 1  # CommonMark: a backtick fence's info string has no backticks (inline code)
+            continue
         start = i + 1
         j = start
         while j < len(lines) and not (lines[j].strip().startswith(fence[0] * len(fence))
@@ -182,6 +186,7 @@ def run_spec(steps):
             (v, f"{s['file']} (line {s['line'] + k + 1} swapped in)", f" with line {s['line'] + k + 1} swapped in")
             for k, v in s["alternatives"]]
         for code, filename, variant in runs:
+            started = time.perf_counter()
             try:
                 if s["setup"]:
                     _exec_block(s["setup"], 1, f"{s['file']} (setup before line {s['line']})", namespace)
@@ -195,7 +200,7 @@ def run_spec(steps):
                 print(f"DOCS-FAIL {where}{variant}: printed {printed.rstrip()!r}, "
                       f"the page says {expected.rstrip()!r}", file=sys.stderr)
                 sys.exit(1)
-            print(f"DOCS-OK {where}{variant}", file=sys.stderr)
+            print(f"DOCS-OK {where}{variant} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 
 
@@ -246,6 +251,7 @@ def test_parser_marks_outputs_and_alternatives():
     assert blocks[1]["expected_output"] == "2\n"
     assert alternatives('p = "a"\n# p = "b"  # other\nq = 1\n') == [(0, 'p = "b"  # other\npass\nq = 1\n')]
     assert alternatives('p = "a"\n# q = "b"\n') == []
+    assert parse_blocks("```` ```output ```` is inline code\n") == []
     with pytest.raises(ValueError, match=r"page\.md:1: code fence"):
         parse_blocks("```python\nx = 1\n", "page.md")
 
