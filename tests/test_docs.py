@@ -290,7 +290,10 @@ def test_readme_has_runnable_python():
 @pytest.mark.parametrize("path", RUNNABLE, ids=str)
 def test_python_blocks_run(path, tmp_path):
     steps = runnable_spec(path)
-    rc, out, err = run_file_in_subprocess(steps, tmp_path)
+    try:
+        rc, out, err = run_file_in_subprocess(steps, tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{path}: its code blocks ran past {e.timeout} s\n--- stderr\n{(e.stderr or b'')[-3000:]!r}")
     assert rc == 0, f"{path}: a code block failed\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-6000:]}"
     for s in steps:  # every block (and each alternative) reported that it ran
         assert f"DOCS-OK {s['file']}:{s['line']}" in err
