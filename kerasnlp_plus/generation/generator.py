@@ -263,7 +263,14 @@ class Generator:
             min_ends: how many ``end_id`` end a sequence (2 for ``S [SEP] P [SEP]``).
             temperature: divides the logits (bert4keras' ``temperature``).
 
-        >>> ids = gen.beam_search([token_ids, segment_ids], topk=3)  # doctest: +SKIP
+        >>> from kerasnlp_plus.models import build_transformer_model
+        >>> model = build_transformer_model(None, vocab_size=20, hidden_size=8, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=16, application="unilm", with_mlm=True)
+        >>> gen = Generator(model, end_id=3, maxlen=4)  # random weights: only the shapes are meaningful
+        >>> token_ids, segment_ids = [[2, 5, 6, 7, 3], [2, 8, 3]], [[0] * 5, [0] * 3]
+        >>> ids = gen.beam_search([token_ids, segment_ids], topk=3)
+        >>> len(ids), all(1 <= len(row) <= 4 for row in ids)
+        (2, True)
         """
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("topk", topk, min_ends, temperature)

@@ -60,7 +60,7 @@ class TokenEmbedding(keras.layers.Embedding):
 
     >>> import numpy as np
     >>> emb = TokenEmbedding(10, 4)
-    >>> emb(np.array([[1, 2]])).shape, emb(np.zeros((1, 2, 4)), reverse=True).shape
+    >>> tuple(emb(np.array([[1, 2]])).shape), tuple(emb(np.zeros((1, 2, 4)), reverse=True).shape)
     ((1, 2, 4), (1, 2, 10))
     """
 

@@ -23,9 +23,11 @@ def demo_model_path():
     """Folder of the small Chinese BERT shipped with the package (``config.json``,
     ``model.safetensors``, ``vocab.txt``, ``MODEL_CARD.md``).
 
-    >>> from kerasnlp_plus.models import build_transformer_model   # doctest: +SKIP
-    >>> path = demo_model_path()                                   # doctest: +SKIP
-    >>> model = build_transformer_model(path, path, with_mlm=True)  # doctest: +SKIP
+    >>> from kerasnlp_plus.models import build_transformer_model
+    >>> path = demo_model_path()
+    >>> model = build_transformer_model(path, path, with_mlm=True)
+    >>> model.count_params()
+    2628369
     """
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo_model")
 

@@ -17,7 +17,8 @@ class SpTokenizer(TokenizerBase):
     pieces (no framing otherwise). Pass ``token_start``/``token_end`` to choose
     other pieces, or ``None`` to leave them out.
 
-    Example:
+    Example (not run by the doctests: no SentencePiece model ships with the package;
+    checked by hand with ``../shared/data/spm/cluecorpussmall_spm.model``):
 
     >>> sp = SpTokenizer("cluecorpussmall_spm.model")           # doctest: +SKIP
     >>> sp.tokenize("兰州公交集团")                               # doctest: +SKIP

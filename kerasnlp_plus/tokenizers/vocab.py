@@ -34,13 +34,19 @@ def load_vocab(path, encoding="utf-8", simplified=False, startswith=None):
     the original id of new id ``i``; pass it to
     ``build_transformer_model(keep_tokens=...)`` to slice the embeddings.
 
-    >>> vocab = load_vocab("vocab.txt")                         # doctest: +SKIP
-    >>> vocab["[CLS]"]                                          # doctest: +SKIP
-    101
-    >>> new_vocab, keep = load_vocab("vocab.txt", simplified=True,
-    ...     startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])  # doctest: +SKIP
-    >>> keep[:5]                                                # doctest: +SKIP
-    [0, 100, 101, 102, 103]
+    >>> import tempfile
+    >>> tokens = ["[PAD]", "中", "[UNK]", "[CLS]", "[SEP]", "中国", "##国", "bert", "##ing", "[MASK]"]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_vocab(folder + "/vocab.txt", {t: i for i, t in enumerate(tokens)})
+    ...     vocab = load_vocab(folder + "/vocab.txt")
+    ...     new_vocab, keep = load_vocab(folder + "/vocab.txt", simplified=True,
+    ...                                  startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    >>> vocab["[CLS]"]
+    3
+    >>> keep  # the startswith tokens first; 中国 and ##国 can never be produced
+    [0, 2, 3, 4, 9, 1, 7, 8]
+    >>> [t for t, i in sorted(new_vocab.items(), key=lambda kv: kv[1])]
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '中', 'bert', '##ing']
     """
     tokens = _read_tokens(path, encoding)
     vocab = {}
@@ -79,7 +85,11 @@ def save_vocab(path, vocab, encoding="utf-8"):
     so a crash never leaves a truncated vocab behind. Ids must be exactly
     ``0..len(vocab)-1`` (otherwise line numbers could not reproduce them).
 
-    >>> save_vocab("small_vocab.txt", {"[PAD]": 0, "[UNK]": 1})  # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_vocab(folder + "/vocab.txt", {"[PAD]": 0, "[UNK]": 1})
+    ...     open(folder + "/vocab.txt", encoding="utf-8").read().split()
+    ['[PAD]', '[UNK]']
     """
     path = os.fspath(path)
     ordered = sorted(vocab.items(), key=lambda kv: kv[1])

@@ -39,12 +39,13 @@ class Tokenizer(TokenizerBase):
 
     Example:
 
-    >>> tok = Tokenizer("vocab.txt", do_lower_case=True)        # doctest: +SKIP
-    >>> tok.encode("你好", "世界")                               # doctest: +SKIP
-    ([101, 872, 1962, 102, 686, 4518, 102], [0, 0, 0, 0, 1, 1, 1])
-    >>> tok.tokenize("Hello世界")                                # doctest: +SKIP
+    >>> from kerasnlp_plus.pretraining import demo_model_path
+    >>> tok = Tokenizer(demo_model_path() + "/vocab.txt", do_lower_case=True)
+    >>> tok.encode("你好", "世界")  # the demo's simplified vocab; Google's: [101, 872, 1962, 102, 686, 4518, 102]
+    ([2, 771, 1861, 3, 585, 4417, 3], [0, 0, 0, 0, 1, 1, 1])
+    >>> tok.tokenize("Hello世界")
     ['[CLS]', 'hello', '世', '界', '[SEP]']
-    >>> tok.decode(tok.encode("BERT是一个模型。")[0])             # doctest: +SKIP
+    >>> tok.decode(tok.encode("BERT是一个模型。")[0])
     'bert是一个模型。'
     """
 
@@ -213,7 +214,9 @@ class Tokenizer(TokenizerBase):
     def decode(self, ids, tokens=None):
         """Readable text: special tokens dropped, Chinese joined, ``##`` merged.
 
-        >>> tok.decode(tok.encode("我用BERT，效果不错!")[0])        # doctest: +SKIP
+        >>> from kerasnlp_plus.pretraining import demo_model_path
+        >>> tok = Tokenizer(demo_model_path() + "/vocab.txt", do_lower_case=True)
+        >>> tok.decode(tok.encode("我用BERT，效果不错!")[0])
         '我用bert，效果不错!'
         """
         tokens = tokens or self.ids_to_tokens(ids)
@@ -244,8 +247,10 @@ class Tokenizer(TokenizerBase):
         ``[...]`` token) map to ``[]``. Use it to move character spans (NER,
         reading comprehension) to token positions and back.
 
+        >>> from kerasnlp_plus.pretraining import demo_model_path
+        >>> tok = Tokenizer(demo_model_path() + "/vocab.txt", do_lower_case=True)
         >>> text = "Café是咖啡"
-        >>> tok.rematch(text, tok.tokenize(text))                  # doctest: +SKIP
+        >>> tok.rematch(text, tok.tokenize(text))
         [[], [0, 1, 2, 3], [4], [5], [6], []]
         """
         normalized, char_mapping = [], []
