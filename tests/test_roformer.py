@@ -107,12 +107,12 @@ def test_roformer_matches_transformers(roformer_checkpoint, batch, application):
     ours = build_transformer_model(config, ckpt, model="roformer", application=application, with_mlm="linear")
     assert ours.family == "roformer" and ours.position_embedding is None
     mlm = ours.predict([ids, segs], verbose=0)
-    seq = build_transformer_model(config, ckpt, model="roformer", application=application).predict(
-        [ids, segs], verbose=0)
     r_seq, r_mlm = hf_forward(hf_roformer(weights, raw), ids, segs, visible_mask(application, ids, segs))
     real = ids != 0  # outputs at padding positions are undefined
-    np.testing.assert_allclose(seq[real], r_seq[real], **TOL)
     np.testing.assert_allclose(mlm[real], r_mlm[real], **TOL)
+    if application == "encoder":  # the sequence output too (the logits of lm/unilm depend on it)
+        seq = build_transformer_model(config, ckpt, model="roformer").predict([ids, segs], verbose=0)
+        np.testing.assert_allclose(seq[real], r_seq[real], **TOL)
     assert np.abs(r_mlm).max() > 0.1, "logits too small for the comparison to mean anything"
 
 
@@ -336,7 +336,9 @@ def test_cached_incremental_equals_full_pass(application, scale):
             np.testing.assert_allclose(steps[t][b], full[len(p) + t], atol=1e-4)
 
 
-@pytest.mark.parametrize("application", ["unilm", "lm"])
+# The lm variant is slow (the uncached decoder reruns the whole sequence per step); the
+# lm cache is also covered at model level by test_cached_incremental_equals_full_pass.
+@pytest.mark.parametrize("application", ["unilm", pytest.param("lm", marks=pytest.mark.slow)])
 def test_generator_beam_search_equals_uncached_decoder(application, sources):  # noqa: F811
     model = tiny_model(application, end_bias=9.0 if application == "unilm" else 8.0, model="roformer")
     decoder = seq2seq_decoder(model)
