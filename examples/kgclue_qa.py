@@ -27,7 +27,8 @@ blog). It needs a per-step hook into the beam search with the candidates' keys.
 Typical run (KgCLUE files in ``kgclue/``)::
 
     python examples/kgclue_qa.py --data-dir kgclue --kb kgclue/Knowledge.txt \\
-        --config roformer-sim/bert_config.json ... --epochs 3 --beam 3
+        --model roformer --config roformer-sim/bert_config.json \\
+        --checkpoint roformer-sim/bert_model.ckpt --vocab roformer-sim/vocab.txt --epochs 3 --beam 3
 
 Measure the trie for a synthetic base shaped like the full 20.6M-triple one::
 
@@ -318,7 +319,8 @@ def parse_args(argv=None):
     g.add_argument("--config")
     g.add_argument("--checkpoint")
     g.add_argument("--vocab")
-    g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
+    g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert", "roformer"],
+                   help="the checkpoint's family; roformer: rotary positions (RoFormer, RoFormer-Sim)")
     g.add_argument("--scratch", action="store_true")
     g = p.add_argument_group("data (read from the official files, never copied)")
     g.add_argument("--data-dir", help="folder with train.json, dev.json, test_public.json "

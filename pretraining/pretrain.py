@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--replicas", type=int, default=None, help="logical CPU replicas (testing)")
     p.add_argument("--config", default=None, help="bert_config.json / config.json")
     p.add_argument("--init-checkpoint", default=None, help="Google or HF checkpoint to start from")
-    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
+    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert", "roformer"])
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--num-heads", type=int, default=4)

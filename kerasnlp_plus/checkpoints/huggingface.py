@@ -91,6 +91,8 @@ def detect_layout(names):
         return "roberta"
     if any("albert_layer_groups" in n for n in names):
         return "albert"
+    if any(n.startswith("roformer.") for n in names):
+        return "roformer"
     return "bert"
 
 
@@ -123,6 +125,8 @@ def load_huggingface_weights(model, path, keep_tokens=None, layout=None):
     layout = layout or detect_layout(weights)
     if model.family.startswith("albert") and layout != "albert":
         layout = "albert"
+    if model.family == "roformer":
+        layout = "roformer"
     assign_entries(hf_entries(model, layout), weights.__getitem__, weights.keys(), resolve_weights_file(path),
                    keep_tokens=keep_tokens, aliases=_aliases(layout))
 
@@ -130,7 +134,7 @@ def load_huggingface_weights(model, path, keep_tokens=None, layout=None):
 def huggingface_config(model, layout):
     config = {
         "architectures": [{"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM",
-                           "albert": "AlbertForPreTraining"}[layout]],
+                           "albert": "AlbertForPreTraining", "roformer": "RoFormerForMaskedLM"}[layout]],
         "model_type": layout,
         "vocab_size": model.vocab_size,
         "hidden_size": model.hidden_size,
@@ -148,20 +152,36 @@ def huggingface_config(model, layout):
     }
     if layout == "albert":
         config.update(embedding_size=model.embedding_size, num_hidden_groups=1, inner_group_num=1)
+    if layout == "roformer":
+        config.update(embedding_size=model.embedding_size, rotary_value=False)
     return config
+
+
+def roformer_sinusoid_table(num_positions, head_size):
+    """transformers' ``roformer.encoder.embed_positions.weight``: sin of every
+    frequency in the first half, cos in the second (a fixed buffer; written so that the
+    saved folder is complete)."""
+    frequencies = 10000.0 ** (-2.0 * np.arange(head_size // 2) / head_size)
+    angles = np.arange(num_positions)[:, None] * frequencies[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1).astype(np.float32)
 
 
 def save_huggingface(model, folder, layout=None, dtype=None):
     """Write ``config.json`` and ``model.safetensors`` that ``transformers`` loads
-    (``BertForPreTraining`` / ``AlbertForPreTraining`` / ``RobertaForMaskedLM``).
+    (``BertForPreTraining`` / ``AlbertForPreTraining`` / ``RobertaForMaskedLM`` /
+    ``RoFormerForMaskedLM``).
 
     ``dtype='float16'`` halves the file (loading casts back to the model's dtype)."""
     from safetensors.numpy import save
 
     layout = layout or ("albert" if model.family.startswith("albert") else
+                        "roformer" if model.family == "roformer" else
                         "roberta" if model.family == "roberta" else "bert")
     entries = hf_entries(model, layout)
     tensors = {e.name: np.ascontiguousarray(e.to_checkpoint(np.asarray(e.variable.numpy()))) for e in entries}
+    if layout == "roformer":
+        tensors["roformer.encoder.embed_positions.weight"] = roformer_sinusoid_table(
+            model.max_position, model.hidden_size // model.num_heads)
     if dtype is not None:
         tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     os.makedirs(folder, exist_ok=True)

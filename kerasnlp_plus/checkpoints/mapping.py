@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 GOOGLE_LAYOUTS = ("bert", "albert", "albert_brightmart")
-HF_LAYOUTS = ("bert", "roberta", "albert")
+HF_LAYOUTS = ("bert", "roberta", "albert", "roformer")
 
 
 @dataclasses.dataclass
@@ -54,7 +54,9 @@ def _norm(entries, layer, name, gamma="gamma", beta="beta", sep="/"):
 
 def google_layout(model):
     """The Google layout a model's family is stored in."""
-    return {"bert": "bert", "roberta": "bert"}.get(model.family, model.family)
+    # RoFormer checkpoints (bert4keras, ZhuiyiTechnology) use the BERT names, less the
+    # position table.
+    return {"bert": "bert", "roberta": "bert", "roformer": "bert"}.get(model.family, model.family)
 
 
 def google_entries(model):
@@ -65,7 +67,8 @@ def google_entries(model):
     if layout == "albert_brightmart":
         e.append(Entry(model.token_mapping.kernel, "bert/embeddings/word_embeddings_2"))
     e.append(Entry(model.segment_embedding.embeddings, "bert/embeddings/token_type_embeddings"))
-    e.append(Entry(model.position_embedding.embeddings, "bert/embeddings/position_embeddings"))
+    if model.position_embedding is not None:
+        e.append(Entry(model.position_embedding.embeddings, "bert/embeddings/position_embeddings"))
     _norm(e, model.embedding_norm, "bert/embeddings/LayerNorm")
     if model.embedding_mapping is not None:
         _dense(e, model.embedding_mapping, "bert/encoder/embedding_hidden_mapping_in")
@@ -106,18 +109,23 @@ def hf_entries(model, layout):
         raise ValueError("brightmart ALBERT has no Hugging Face layout; save it in Google format")
     if (layout == "albert") != model.family.startswith("albert"):
         raise ValueError(f"a {model.family} model cannot use the Hugging Face {layout} layout")
+    if (layout == "roformer") != (model.family == "roformer"):
+        raise ValueError(f"a {model.family} model cannot use the Hugging Face {layout} layout")
     dense = lambda layer, name: _dense(e, layer, name, True, "weight", "bias", ".")  # noqa: E731
     norm = lambda layer, name: _norm(e, layer, name, "weight", "bias", ".")  # noqa: E731
     p = f"{layout}."
     e = []
     e.append(Entry(model.token_embedding.embeddings, p + "embeddings.word_embeddings.weight", vocab_rows=True))
     e.append(Entry(model.segment_embedding.embeddings, p + "embeddings.token_type_embeddings.weight"))
-    # RoBERTa numbers positions from padding_idx + 1 = 2.
-    e.append(Entry(model.position_embedding.embeddings, p + "embeddings.position_embeddings.weight",
-                   row_offset=2 if layout == "roberta" else 0))
+    # RoBERTa numbers positions from padding_idx + 1 = 2. RoFormer has no table (its
+    # encoder.embed_positions is a fixed sinusoid buffer, written by the saver).
+    if model.position_embedding is not None:
+        e.append(Entry(model.position_embedding.embeddings, p + "embeddings.position_embeddings.weight",
+                       row_offset=2 if layout == "roberta" else 0))
     norm(model.embedding_norm, p + "embeddings.LayerNorm")
     if model.embedding_mapping is not None:
-        dense(model.embedding_mapping, p + "encoder.embedding_hidden_mapping_in")
+        dense(model.embedding_mapping, p + ("embeddings_project" if layout == "roformer"
+                                            else "encoder.embedding_hidden_mapping_in"))
     for i, block in enumerate(model.transformer_blocks):
         att = block.attention
         if layout == "albert":
@@ -136,13 +144,18 @@ def hf_entries(model, layout):
         dense(block.output_dense, q + names[4])
         norm(block.output_norm, q + names[5])
     if model.pooler_dense is not None:
+        if layout == "roformer":
+            raise ValueError("Hugging Face RoFormer checkpoints have no pooler; build with with_pool=False "
+                             "or use a Google/bert4keras RoFormer checkpoint")
         dense(model.pooler_dense, p + ("pooler" if layout == "albert" else "pooler.dense"))
     if model.nsp_dense is not None:
-        if layout == "roberta":
-            raise ValueError("RoBERTa checkpoints have no next-sentence head; build with with_nsp=False")
+        if layout in ("roberta", "roformer"):
+            raise ValueError(f"Hugging Face {layout} checkpoints have no next-sentence head; build with with_nsp=False")
         dense(model.nsp_dense, "sop_classifier.classifier" if layout == "albert" else "cls.seq_relationship")
     if model.mlm_dense is not None:
         head = {"bert": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
+                "roformer": ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                             "cls.predictions.bias"),
                 "roberta": ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
                 "albert": ("predictions.dense", "predictions.LayerNorm", "predictions.bias")}[layout]
         dense(model.mlm_dense, head[0])

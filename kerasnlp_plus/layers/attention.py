@@ -4,6 +4,8 @@ import math
 import keras
 from keras import ops
 
+from kerasnlp_plus.layers.rotary import apply_rotary
+
 SCALES = ("standard", "log_n")
 
 
@@ -19,6 +21,8 @@ class MultiHeadAttention(keras.layers.Layer):
             by ``log(n)/log(m) * 1/sqrt(d)`` where ``n`` is the number of keys the query
             may attend to and ``m = training_length`` (entropy-invariant scaling, which
             keeps attention sharp on inputs longer than those trained on).
+        rotary: rotate queries and keys at their positions (RoFormer) before the
+            scores (and before keys enter the cache).
 
     Call arguments:
         query: ``(batch, q_len, dim)``.
@@ -28,6 +32,10 @@ class MultiHeadAttention(keras.layers.Layer):
         cache: ``(batch, 2, max_len, heads, head_size)`` of keys and values; the keys and
             values of ``value`` are written at ``cache_update_index`` and attention runs
             over the whole cache (mask the unwritten slots). Returns ``(output, cache)``.
+        position_ids: int ``(batch or 1, q_len)``, only read with ``rotary``: the
+            absolute positions of the queries, and of the keys computed from ``value``
+            (the two streams share positions). Default ``arange`` (plus
+            ``cache_update_index`` with a cache).
 
     Scores and softmax run in float32 whatever the compute dtype, so mixed precision
     does not overflow the masking constant.
@@ -42,9 +50,11 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_scale="standard",
         training_length=512,
         kernel_initializer="glorot_uniform",
+        rotary=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.rotary = bool(rotary)
         if attention_scale not in SCALES:
             raise ValueError(f"unknown attention_scale {attention_scale!r}; known: {SCALES}")
         self.num_heads = int(num_heads)
@@ -85,11 +95,14 @@ class MultiHeadAttention(keras.layers.Layer):
         cache=None,
         cache_update_index=None,
         training=None,
+        position_ids=None,
     ):
         value = query if value is None else value
         q = self._split_heads(self.query_dense(query))
         k = self._split_heads(self.key_dense(value))
         v = self._split_heads(self.value_dense(value))
+        if self.rotary:
+            q, k = self._rotate(q, k, position_ids, cache_update_index if cache is not None else None)
         if cache is not None:
             start = [0, cache_update_index, 0, 0]
             k = ops.slice_update(cache[:, 0], start, ops.cast(k, cache.dtype))
@@ -121,6 +134,16 @@ class MultiHeadAttention(keras.layers.Layer):
         output = self.output_dense(context)
         return output if cache is None else (output, cache)
 
+    def _rotate(self, q, k, position_ids, offset):
+        if position_ids is None:
+            q_positions = ops.arange(ops.shape(q)[1], dtype="int32")[None, :]
+            k_positions = ops.arange(ops.shape(k)[1], dtype="int32")[None, :]
+            if offset is not None:
+                q_positions, k_positions = q_positions + offset, k_positions + offset
+        else:
+            q_positions = k_positions = position_ids
+        return apply_rotary(q, q_positions), apply_rotary(k, k_positions)
+
     def compute_output_spec(self, query, value=None, cache=None, **kwargs):
         out = keras.KerasTensor(tuple(query.shape[:-1]) + (self.output_dim,), dtype=self.compute_dtype)
         if cache is None:
@@ -137,4 +160,5 @@ class MultiHeadAttention(keras.layers.Layer):
             "attention_scale": self.attention_scale,
             "training_length": self.training_length,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "rotary": self.rotary,
         }

@@ -31,7 +31,8 @@ class TransformerBlock(keras.layers.Layer):
     Call arguments mirror :class:`MultiHeadAttention`: ``attention_mask`` (bool),
     ``attention_bias`` (float), ``value`` (another stream to attend over: the
     permutation-LM query stream attends over the content stream), ``cache`` and
-    ``cache_update_index`` (returns ``(output, cache)`` when a cache is given).
+    ``cache_update_index`` (returns ``(output, cache)`` when a cache is given), and
+    ``position_ids`` (read only by a ``rotary`` block: RoFormer).
     """
 
     def __init__(
@@ -47,9 +48,11 @@ class TransformerBlock(keras.layers.Layer):
         attention_scale="standard",
         training_length=512,
         kernel_initializer="glorot_uniform",
+        rotary=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.rotary = bool(rotary)
         self.num_heads = int(num_heads)
         self.head_size = int(head_size)
         self.hidden_size = int(hidden_size)
@@ -70,6 +73,7 @@ class TransformerBlock(keras.layers.Layer):
             attention_scale=attention_scale,
             training_length=training_length,
             kernel_initializer=self.kernel_initializer,
+            rotary=self.rotary,
             dtype=policy,
             name="attention",
         )
@@ -109,6 +113,7 @@ class TransformerBlock(keras.layers.Layer):
         cache=None,
         cache_update_index=None,
         training=None,
+        position_ids=None,
     ):
         attended = self.attention(
             x,
@@ -118,6 +123,7 @@ class TransformerBlock(keras.layers.Layer):
             cache=cache,
             cache_update_index=cache_update_index,
             training=training,
+            position_ids=position_ids,
         )
         if cache is not None:
             attended, cache = attended
@@ -146,4 +152,5 @@ class TransformerBlock(keras.layers.Layer):
             "attention_scale": self.attention_scale,
             "training_length": self.training_length,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "rotary": self.rotary,
         }

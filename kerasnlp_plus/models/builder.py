@@ -4,7 +4,7 @@ import os
 from kerasnlp_plus.models.config import read_config
 from kerasnlp_plus.models.transformer import Transformer
 
-MODELS = ("bert", "roberta", "albert", "albert_brightmart")
+MODELS = ("bert", "roberta", "albert", "albert_brightmart", "roformer")
 
 # Transformer arguments a caller may override by keyword (bert4keras spellings too).
 OVERRIDE_ALIASES = {
@@ -53,8 +53,9 @@ def build_transformer_model(
             Hugging Face folder.
         checkpoint_path: Google TF checkpoint prefix or folder; Hugging Face folder,
             ``model.safetensors`` or ``pytorch_model.bin``. ``None``: random weights.
-        model: ``'bert'``, ``'roberta'`` or ``'albert'`` (Google and brightmart naming
-            are told apart from the checkpoint; ``'albert_brightmart'`` forces the latter).
+        model: ``'bert'``, ``'roberta'``, ``'albert'`` (Google and brightmart naming
+            are told apart from the checkpoint; ``'albert_brightmart'`` forces the latter)
+            or ``'roformer'`` (rotary positions in every layer, no position table).
         application: ``'encoder'``, ``'lm'``, ``'unilm'`` or ``'plm'``.
         with_pool, with_nsp: append the pooled [CLS] vector / NSP probabilities.
         with_mlm: ``True`` MLM probabilities, ``'linear'`` logits (tied embedding).
@@ -93,6 +94,10 @@ def build_transformer_model(
         family = model
     if model == "bert" and raw.get("model_type") == "roberta":
         family = "roberta"
+    if model == "bert" and raw.get("model_type") == "roformer":
+        family = "roformer"
+    if family == "roformer" and raw.get("rotary_value"):
+        raise ValueError(f"config {config_path}: rotary_value=true (rotating the values too) is not supported")
     if model in ("bert", "roberta") and raw.get("model_type") == "albert":
         raise ValueError(f"config {config_path} is an ALBERT config (model_type 'albert'); use model='albert'")
     if family == "roberta" and raw.get("model_type") == "roberta":

@@ -1,5 +1,5 @@
 """The BERT family as one Keras functional model: BERT, RoBERTa, ALBERT (Google and
-brightmart layouts), with the attention mask chosen by ``application``."""
+brightmart layouts) and RoFormer (rotary positions), with the attention mask chosen by ``application``."""
 import keras
 from keras import ops
 
@@ -15,7 +15,7 @@ from kerasnlp_plus.layers import (
     get_activation,
 )
 
-FAMILIES = ("bert", "roberta", "albert", "albert_brightmart")
+FAMILIES = ("bert", "roberta", "albert", "albert_brightmart", "roformer")
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
@@ -102,6 +102,10 @@ class Transformer(keras.Model):
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
         albert = family.startswith("albert")
+        # RoFormer: no position table; every layer rotates queries and keys instead.
+        rotary = family == "roformer"
+        if rotary and hierarchical_position:
+            raise ValueError("hierarchical_position does not apply to RoFormer (it has no position table)")
         embedding_size = int(embedding_size or hidden_size)
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         # brightmart maps tokens to hidden size before adding positions; Google ALBERT
@@ -120,7 +124,7 @@ class Transformer(keras.Model):
         self.segment_embedding = SegmentEmbedding(  # refuses ids >= type_vocab_size
             type_vocab_size, sum_dim, embeddings_initializer=init, dtype=dtype, name="Embedding-Segment"
         )
-        self.position_embedding = PositionEmbedding(
+        self.position_embedding = None if rotary else PositionEmbedding(
             max_position,
             sum_dim,
             hierarchical=hierarchical_position,
@@ -149,6 +153,7 @@ class Transformer(keras.Model):
             attention_scale=attention_scale,
             training_length=training_length,
             kernel_initializer=init,
+            rotary=rotary,
             dtype=dtype,
         )
         if albert:  # one block, applied num_layers times
@@ -212,8 +217,8 @@ class Transformer(keras.Model):
             g = self.embed(query_tokens, segment_ids, position_ids)
         for block in self.blocks_by_depth:
             if application == "plm":
-                g = block(g, value=x, attention_mask=query_mask)
-            x = block(x, attention_mask=attention_mask)
+                g = block(g, value=x, attention_mask=query_mask, position_ids=position_ids)
+            x = block(x, attention_mask=attention_mask, position_ids=position_ids)
         sequence = g if application == "plm" else x
 
         outputs = [self.mlm_head(sequence) if with_mlm else sequence]
@@ -242,7 +247,7 @@ class Transformer(keras.Model):
         self.initializer_range = float(initializer_range)
         self.with_pool = with_pool
         self.with_nsp = with_nsp
-        self.hierarchical_position = self.position_embedding.hierarchical
+        self.hierarchical_position = None if rotary else self.position_embedding.hierarchical
         self.attention_scale = attention_scale
         self.training_length = int(training_length)
         self.custom_position_ids = bool(custom_position_ids)
@@ -280,7 +285,8 @@ class Transformer(keras.Model):
         if self.token_mapping is not None:
             x = self.token_mapping(x)
         x = x + self.segment_embedding(segment_ids)
-        x = x + self.position_embedding(x, position_ids=position_ids)
+        if self.position_embedding is not None:  # RoFormer rotates in attention instead
+            x = x + self.position_embedding(x, position_ids=position_ids)
         x = self.embedding_dropout(self.embedding_norm(x), training=training)
         if self.embedding_mapping is not None:
             x = self.embedding_mapping(x)
@@ -340,7 +346,8 @@ class Transformer(keras.Model):
         caches = []
         for depth, block in enumerate(self.blocks_by_depth):
             x, layer_cache = block(
-                x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index
+                x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index,
+                position_ids=position_ids,
             )
             caches.append(layer_cache)
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
