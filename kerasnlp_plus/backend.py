@@ -135,7 +135,7 @@ def search_layer(inputs, name, exclude_from=None):
     or a symbolic tensor), or None."""
     if exclude_from is None:
         exclude_from = set()
-    if isinstance(inputs, keras.layers.Layer):
+    if isinstance(inputs, keras.Operation):  # a layer, or an op such as ``x + y``
         layer = inputs
     else:
         layer = inputs._keras_history[0]

@@ -184,9 +184,10 @@ def extend_with_lookahead(BaseOptimizer):
     weights are reset to them."""
 
     def __init__(self, *args, **kwargs):
-        self.steps_per_slow_update = int(_pop(kwargs, "steps_per_slow_update", 5))
-        self.slow_step_size = float(_pop(kwargs, "slow_step_size", 0.5))
+        steps = int(_pop(kwargs, "steps_per_slow_update", 5))
+        step_size = float(_pop(kwargs, "slow_step_size", 0.5))
         BaseOptimizer.__init__(self, *args, **kwargs)
+        self.steps_per_slow_update, self.slow_step_size = steps, step_size
 
     def build(self, variables):
         BaseOptimizer.build(self, variables)
@@ -218,8 +219,9 @@ def extend_with_layer_adaptation(BaseOptimizer):
     regexes leave variables out. Weight decay (Keras') is applied outside the ratio."""
 
     def __init__(self, *args, **kwargs):
-        self.exclude_from_layer_adaptation = list(_pop(kwargs, "exclude_from_layer_adaptation", []))
+        exclude = list(_pop(kwargs, "exclude_from_layer_adaptation", []))
         BaseOptimizer.__init__(self, *args, **kwargs)
+        self.exclude_from_layer_adaptation = exclude
 
     def update_step(self, gradient, variable, learning_rate):
         if _matches(_variable_name(variable), self.exclude_from_layer_adaptation):
@@ -243,8 +245,9 @@ def extend_with_parameter_wise_lr(BaseOptimizer):
     path contains ``name`` is multiplied by ``multiplier`` (all matching entries)."""
 
     def __init__(self, *args, **kwargs):
-        self.paramwise_lr_schedule = dict(_pop(kwargs, "paramwise_lr_schedule", {}))
+        schedule = dict(_pop(kwargs, "paramwise_lr_schedule", {}))
         BaseOptimizer.__init__(self, *args, **kwargs)
+        self.paramwise_lr_schedule = schedule
 
     def update_step(self, gradient, variable, learning_rate):
         multiplier = 1.0
@@ -270,8 +273,9 @@ def extend_with_lazy_optimization(BaseOptimizer):
     value (embeddings of tokens absent from the batch do not drift under Adam)."""
 
     def __init__(self, *args, **kwargs):
-        self.include_in_lazy_optimization = list(_pop(kwargs, "include_in_lazy_optimization", []))
+        include = list(_pop(kwargs, "include_in_lazy_optimization", []))
         BaseOptimizer.__init__(self, *args, **kwargs)
+        self.include_in_lazy_optimization = include
 
     def update_step(self, gradient, variable, learning_rate):
         if not _matches(_variable_name(variable), self.include_in_lazy_optimization):

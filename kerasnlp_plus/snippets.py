@@ -729,10 +729,15 @@ class DataGenerator:
             types = warps(names, types)
             shapes = warps(names, shapes)
 
-        # ``shapes`` has lists as leaves (``[None]``): map up to the structure of ``types``.
-        signature = tf.nest.map_structure_up_to(
-            types, lambda t, s: tf.TensorSpec(shape=[None] * len(s) if padded_batch else s, dtype=t), types, shapes
-        )
+        def spec(t, s):
+            # ``shapes`` has lists as leaves (``[None]``): walk the structure of ``types``
+            if isinstance(t, dict):
+                return {k: spec(t[k], s[k]) for k in t}
+            if isinstance(t, (list, tuple)):
+                return tuple(spec(ti, si) for ti, si in zip(t, s))
+            return tf.TensorSpec(shape=[None] * len(s) if padded_batch else s, dtype=t)
+
+        signature = spec(types, shapes)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         if padded_batch:
             return dataset.padded_batch(self.batch_size, shapes)

@@ -11,7 +11,7 @@ from bert4keras.backend import K, batch_gather, keras, multilabel_categorical_cr
 from bert4keras.backend import sequence_masking, sparse_multilabel_categorical_crossentropy
 from bert4keras.layers import ConditionalRandomField, LayerNormalization
 from bert4keras.snippets import ViterbiDecoder, longest_common_subsequence, longest_common_substring
-from bert4keras.snippets import sequence_padding, strQ2B, text_segmentate, truncate_sequences
+from bert4keras.snippets import sequence_padding, text_segmentate, truncate_sequences
 
 inputs = dict(np.load(sys.argv[1]))
 out = {}
@@ -54,7 +54,6 @@ out["smcce"] = K.eval(sparse_multilabel_categorical_crossentropy(
 # snippets
 text = str(inputs["text"])
 out["text_segmentate"] = np.array(json.dumps(text_segmentate(text, 12, "\n。！？，", "，")))
-out["strQ2B"] = np.array(strQ2B("ＡＢＣ　１２３！"))
 seqs = [[1, 2, 3, 4, 5], [6, 7, 8]]
 out["truncate"] = np.array(json.dumps(truncate_sequences(5, -1, *[list(s) for s in seqs])))
 out["lcs_substring"] = np.array(json.dumps(longest_common_substring("我爱北京天安门", "北京天安门广场")))

@@ -180,7 +180,6 @@ def test_snippets_match_bert4keras(reference):
     inputs, ref = reference
     text = str(inputs["text"])
     assert snippets.text_segmentate(text, 12, "\n。！？，", "，") == json.loads(str(ref["text_segmentate"]))
-    assert snippets.strQ2B("ＡＢＣ　１２３！") == str(ref["strQ2B"])
     assert snippets.truncate_sequences(5, -1, [1, 2, 3, 4, 5], [6, 7, 8]) == json.loads(str(ref["truncate"]))
     length, span = snippets.longest_common_substring("我爱北京天安门", "北京天安门广场")
     assert [length, list(span)] == json.loads(str(ref["lcs_substring"]))
@@ -227,7 +226,7 @@ def test_loss_layer_receives_the_padding_mask_and_float_segment_ids(batch):
     class CrossEntropy(Loss):
         def compute_loss(self, inputs, mask=None):
             y_true, y_mask, y_pred = inputs
-            seen["mask"] = mask
+            seen["mask_is_none"] = [m is None for m in mask]
             y_mask = y_mask[:, 1:] * K.cast(mask[2], K.floatx())[:, 1:]  # float segment ids * mask
             loss = K.sparse_categorical_crossentropy(y_true[:, 1:], y_pred[:, :-1])
             return K.sum(loss * y_mask) / K.sum(y_mask)
@@ -236,8 +235,7 @@ def test_loss_layer_receives_the_padding_mask_and_float_segment_ids(batch):
     train = keras.Model(model.inputs, output)
     train.compile(optimizer=optimizers.Adam(1e-5))
     measured = train.evaluate([ids, segs], verbose=0)
-    assert seen["mask"][0] is None and seen["mask"][1] is None
-    np.testing.assert_array_equal(ops.convert_to_numpy(seen["mask"][2]), ids != 0)
+    assert seen["mask_is_none"] == [True, True, False]  # inputs: none; the MLM output: token_ids != 0
     probas = model.predict([ids, segs], verbose=0)
     picked = np.take_along_axis(probas[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
     weight = segs[:, 1:] * (ids[:, 1:] != 0)
@@ -349,6 +347,7 @@ def test_indexable_open_and_text_helpers(tmp_path):
     pieces = snippets.text_segmentate("一二三。四五六七八。九十", 6, "。")
     assert "".join(pieces) == "一二三。四五六七八。九十" and all(len(p) <= 6 for p in pieces)
     assert snippets.lowercase_and_normalize("ÀB") == "ab"
+    assert snippets.strQ2B("ＡＢＣ　１２３！") == "ABC 123!"  # bert4keras' own strQ2B fails on Python 3
     assert snippets.parallel_apply(lambda x: x * x, range(6), 2, 4, dummy=True, unordered=False) == [
         0, 1, 4, 9, 16, 25]
     from kerasnlp_plus.snippets import uniout  # noqa: F401  (a no-op on Python 3, as in bert4keras)
@@ -356,7 +355,8 @@ def test_indexable_open_and_text_helpers(tmp_path):
 
 def test_vocab_functions_take_bert4keras_keywords(tmp_path):
     token_dict = load_vocab(dict_path=DEMO / "vocab.txt")
-    assert token_dict["[CLS]"] == 101
+    lines = (DEMO / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert token_dict["[CLS]"] == lines.index("[CLS]") and token_dict["[SEP]"] == lines.index("[SEP]")
     save_vocab(dict_path=tmp_path / "v.txt", token_dict={"[PAD]": 0, "[UNK]": 1})
     assert (tmp_path / "v.txt").read_text(encoding="utf-8") == "[PAD]\n[UNK]\n"
     with pytest.raises(TypeError, match="exactly one"):

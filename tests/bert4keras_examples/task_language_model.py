@@ -139,7 +139,7 @@ class StoryCompletion(AutoRegressiveDecoder):
 
 
 story_completion = StoryCompletion(
-    start_id=None, end_id=tokenizer._token_end_id, maxlen=maxlen
+    start_id=None, end_id=tokenizer._token_end_id, maxlen=8  # size: maxlen
 )
 
 
