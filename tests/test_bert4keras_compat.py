@@ -361,6 +361,9 @@ def test_vocab_functions_take_bert4keras_keywords(tmp_path):
     assert (tmp_path / "v.txt").read_text(encoding="utf-8") == "[PAD]\n[UNK]\n"
     with pytest.raises(TypeError, match="exactly one"):
         load_vocab()
+    from kerasnlp_plus.tokenizers import Tokenizer
+
+    assert Tokenizer(token_dict=token_dict).encode("你好")[0] == Tokenizer(token_dict).encode("你好")[0]
 
 
 def _step(optimizer, steps=1, start=(1.0, -2.0), grad=(0.5, 0.25)):

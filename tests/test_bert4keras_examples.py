@@ -8,6 +8,10 @@ GBK "novels", and KgCLUE questions as People's Daily NER files (the question's s
 entity tagged B-ENT/I-ENT) and as WebQA/SogouQA JSON (the answer triple's sentence as
 the passage). Each training script must print a finite loss of the right size: a mean
 per-token cross entropy (not summed over padding) or a per-sentence CRF likelihood.
+
+Four scripts that train and then decode step by step with the uncached bert4keras
+decoder are marked slow (excluded from CI's ``-m 'not slow'``); run them with
+``pytest tests/test_bert4keras_examples.py``.
 """
 import io
 import json
@@ -142,6 +146,7 @@ def test_gibbs_sampling(example_data, tmp_path, monkeypatch):
     assert len(out.strip().split("\n")) >= 11
 
 
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_language_model(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_language_model.py", example_data, tmp_path, monkeypatch)
     loss = check_token_loss(ns, ns["tokenizer"].vocab_size)
@@ -159,12 +164,14 @@ def test_language_model(example_data, tmp_path, monkeypatch):
     assert loss > 0
 
 
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_seq2seq_autotitle(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_seq2seq_autotitle.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)
     assert out.count("生成标题") == 2
 
 
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_seq2seq_autotitle_csl(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_seq2seq_autotitle_csl.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)
@@ -189,6 +196,7 @@ def test_ner_crf(example_data, tmp_path, monkeypatch):
     assert isinstance(entities, list)
 
 
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_question_answer_generation(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_question_answer_generation_by_seq2seq.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)

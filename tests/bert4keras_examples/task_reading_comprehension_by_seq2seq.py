@@ -39,12 +39,12 @@ webqa_data = json.load(open(DATA_DIR + '/qa/WebQA.json'))
 sogou_data = json.load(open(DATA_DIR + '/qa/SogouQA.json'))
 
 # 保存一个随机序（供划分valid用）
-if not os.path.exists(DATA_DIR + '/random_order.json'):
+if not os.path.exists('./random_order.json'):
     random_order = list(range(len(sogou_data)))
     np.random.shuffle(random_order)
-    json.dump(random_order, open(DATA_DIR + '/random_order.json', 'w'), indent=4)
+    json.dump(random_order, open('./random_order.json', 'w'), indent=4)
 else:
-    random_order = json.load(open(DATA_DIR + '/random_order.json'))
+    random_order = json.load(open('./random_order.json'))
 
 # 划分valid
 train_data = [sogou_data[j] for i, j in enumerate(random_order) if i % 3 != 0]
