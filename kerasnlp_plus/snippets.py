@@ -22,9 +22,24 @@ an empty list from the callback) may only be followed by ``end_id``, so the sequ
 ends instead of failing. Put ``end_id`` into the keys when one key can be a prefix of
 another (``S [SEP] P [SEP]`` with ``min_ends=2`` ends right after the second [SEP]).
 """
+import builtins
+import json
+import os
+import re
+import types
+import unicodedata
+
 import numpy as np
 
-__all__ = ["sequence_padding", "softmax", "AutoRegressiveDecoder"]
+__all__ = [
+    "sequence_padding", "softmax", "AutoRegressiveDecoder",
+    # bert4keras 0.11.5 names (the rest of its snippets module)
+    "to_array", "is_string", "strQ2B", "string_matching", "convert_to_unicode", "convert_to_str",
+    "lowercase_and_normalize", "open", "parallel_apply_generator", "parallel_apply",
+    "truncate_sequences", "text_segmentate", "is_one_of", "DataGenerator", "ViterbiDecoder",
+    "insert_arguments", "delete_arguments", "longest_common_substring", "longest_common_subsequence",
+    "orthogonally_resize", "uniout",
+]
 
 
 def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode="post"):
@@ -233,7 +248,11 @@ class AutoRegressiveDecoder:
         if model not in self.models:
             import keras
 
-            outputs = [keras.layers.Lambda(lambda x: x[:, -1])(output) for output in model.outputs]
+            # mask=...: the last position's output carries no sequence mask
+            outputs = [
+                keras.layers.Lambda(lambda x: x[:, -1], mask=lambda inputs, mask=None: None)(output)
+                for output in model.outputs
+            ]
             self.models[model] = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
         return self.models[model]
 
@@ -407,3 +426,463 @@ def sample_from(probas, topk, topp, choice):
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+# --- the rest of bert4keras 0.11.5's snippets ------------------------------------------
+_builtin_open = builtins.open
+# ``from bert4keras.snippets import uniout`` fixed Python 2's printing of Chinese;
+# Python 3 needs nothing, so the import is a no-op module.
+uniout = types.ModuleType("uniout", "no-op on Python 3 (bert4keras compatibility)")
+
+
+def to_array(*args):
+    """``np.array`` of each argument; one argument gives one array, several a list."""
+    results = [np.array(a) for a in args]
+    return results[0] if len(args) == 1 else results
+
+
+def is_string(s):
+    return isinstance(s, str)
+
+
+def strQ2B(ustring):
+    """Full-width characters (U+FF01..U+FF5E, ideographic space) to half-width."""
+    chars = []
+    for uchar in ustring:
+        code = ord(uchar)
+        if code == 12288:
+            code = 32
+        elif 65281 <= code <= 65374:
+            code -= 65248
+        chars.append(chr(code))
+    return "".join(chars)
+
+
+def string_matching(s, keywords):
+    """True when ``s`` matches at least one of the regular expressions ``keywords``."""
+    return any(re.search(k, s) for k in keywords)
+
+
+def convert_to_unicode(text, encoding="utf-8", errors="ignore"):
+    """``bytes`` decoded to ``str``; a ``str`` is returned as is."""
+    return text.decode(encoding, errors=errors) if isinstance(text, bytes) else text
+
+
+convert_to_str = convert_to_unicode
+
+
+def lowercase_and_normalize(text):
+    """Lower-case, NFD, accents (category Mn) removed."""
+    text = unicodedata.normalize("NFD", text.lower())
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
+
+
+class open:  # noqa: N801  (bert4keras' name; it shadows the builtin on purpose)
+    """The builtin ``open`` plus bert4keras' line index: with ``indexable=True`` (or a
+    path where the index is cached as JSON) ``f[i]`` is line ``i`` and ``len(f)`` the
+    number of lines, without reading the file into memory."""
+
+    def __init__(self, name, mode="r", encoding=None, errors="strict", indexable=False):
+        self.name = name
+        self.file = _builtin_open(name, mode, encoding=encoding, errors=errors)
+        self.encoding = encoding
+        self.errors = errors
+        self.iterator = None
+        if indexable:
+            if is_string(indexable) and os.path.exists(indexable):
+                with _builtin_open(indexable) as f:
+                    self.offsets = json.load(f)
+            else:
+                self.create_indexes()
+                if is_string(indexable):
+                    from kerasnlp_plus.utils import atomic_write_text
+
+                    atomic_write_text(indexable, json.dumps(self.offsets))
+
+    def create_indexes(self):
+        """Byte offset of every line (read in binary so offsets are exact)."""
+        self.offsets, offset = [], 0
+        with _builtin_open(self.name, "rb") as f:
+            for line in f:
+                self.offsets.append(offset)
+                offset += len(line)
+
+    def __getitem__(self, key):
+        self.seek(self.offsets[key])
+        return self.readline()
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __iter__(self):
+        for line in self.file:
+            yield convert_to_unicode(line, self.encoding or "utf-8", self.errors) if self.encoding else line
+
+    def next(self):
+        if self.iterator is None:
+            self.iterator = self.__iter__()
+        return next(self.iterator)
+
+    __next__ = next
+
+    def read(self):
+        return self.file.read()
+
+    def readline(self):
+        return self.file.readline()
+
+    def readlines(self):
+        return self.file.readlines()
+
+    def write(self, text):
+        self.file.write(text)
+
+    def flush(self):
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+    def tell(self):
+        return self.file.tell()
+
+    def seek(self, offset=0):
+        return self.file.seek(offset)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.close()
+
+
+def parallel_apply_generator(func, iterable, workers, max_queue_size, dummy=False, random_seeds=True):
+    """Apply ``func`` to every item with ``workers`` processes (threads if ``dummy``);
+    yields ``(index, result)`` as results arrive (unordered), at most
+    ``max_queue_size`` items in flight. ``random_seeds``: True gives each worker a
+    fresh numpy seed, a list seeds them explicitly."""
+    if dummy:
+        from multiprocessing.dummy import Pool
+    else:
+        from multiprocessing import Pool
+    if random_seeds is True:
+        seeds = list(np.random.SeedSequence().generate_state(workers))
+    elif random_seeds in (None, False):
+        seeds = [None] * workers
+    else:
+        seeds = list(random_seeds) + [None] * max(0, workers - len(random_seeds))
+    with Pool(workers, _seed_worker, (seeds,)) as pool:
+        pending = []
+        for i, d in enumerate(iterable):
+            pending.append((i, pool.apply_async(func, (d,))))
+            while len(pending) >= max_queue_size:
+                i0, r0 = pending.pop(0)
+                yield i0, r0.get()
+        for i0, r0 in pending:
+            yield i0, r0.get()
+
+
+_worker_counter = [0]
+
+
+def _seed_worker(seeds):
+    from multiprocessing import current_process
+
+    identity = current_process()._identity
+    index = (identity[0] - 1) if identity else _worker_counter[0]
+    _worker_counter[0] += 1
+    seed = seeds[index % len(seeds)] if seeds else None
+    if seed is not None:
+        np.random.seed(int(seed) % (2**32))
+
+
+def parallel_apply(func, iterable, workers, max_queue_size, callback=None, dummy=False, random_seeds=True,
+                   unordered=True):
+    """:func:`parallel_apply_generator` collected: a list of results (in input order
+    with ``unordered=False``), or ``callback(result)`` for each."""
+    generator = parallel_apply_generator(func, iterable, workers, max_queue_size, dummy, random_seeds)
+    if callback is None:
+        if unordered:
+            return [d for _, d in generator]
+        return [d for _, d in sorted(generator, key=lambda x: x[0])]
+    for _, d in generator:
+        callback(d)
+
+
+def truncate_sequences(maxlen, indices, *sequences):
+    """Pop items (at ``indices``, one per sequence or one for all) from the longest
+    sequence until the total length is at most ``maxlen``; the lists are modified."""
+    sequences = [s for s in sequences if s]
+    if not isinstance(indices, (list, tuple)):
+        indices = [indices] * len(sequences)
+    while True:
+        lengths = [len(s) for s in sequences]
+        if sum(lengths) <= maxlen:
+            return sequences
+        i = int(np.argmax(lengths))
+        sequences[i].pop(indices[i])
+
+
+def text_segmentate(text, maxlen, seps="\n", strips=None):
+    """Split ``text`` at the separators ``seps`` (tried in order, each a single
+    character) into pieces of at most ``maxlen`` characters where possible; each piece
+    keeps its separator. ``strips``: characters stripped from both ends."""
+    text = text.strip().strip(strips)
+    if seps and len(text) > maxlen:
+        pieces = text.split(seps[0])
+        text, texts = "", []
+        for i, p in enumerate(pieces):
+            if text and p and len(text) + len(p) > maxlen - 1:
+                texts.extend(text_segmentate(text, maxlen, seps[1:], strips))
+                text = ""
+            text = text + p if i + 1 == len(pieces) else text + p + seps[0]
+        if text:
+            texts.extend(text_segmentate(text, maxlen, seps[1:], strips))
+        return texts
+    return [text]
+
+
+def is_one_of(x, ys):
+    """``x in ys`` by identity (safe for arrays and tensors)."""
+    return any(x is y for y in ys)
+
+
+class DataGenerator:
+    """Batches for ``model.fit`` (bert4keras ``DataGenerator``).
+
+    Subclass it and write ``__iter__(self, random=False)`` that loops over
+    ``self.sample(random)`` (pairs ``(is_end, item)``) and yields batches of
+    ``self.batch_size``. ``forfit()`` repeats the batches forever (shuffled) for
+    ``model.fit(gen.forfit(), steps_per_epoch=len(gen))``; ``to_dataset`` wraps them in a
+    ``tf.data.Dataset``. ``len(gen)`` is the number of batches per pass.
+    """
+
+    def __init__(self, data, batch_size=32, buffer_size=None):
+        self.data = data
+        self.batch_size = batch_size
+        if hasattr(self.data, "__len__"):
+            self.steps = -(-len(self.data) // self.batch_size)
+        else:
+            self.steps = None
+        self.buffer_size = buffer_size or batch_size * 1000
+
+    def __len__(self):
+        return self.steps
+
+    def sample(self, random=False):
+        """Yield ``(is_end, item)``; shuffled with ``random`` (a permutation when the
+        data has a length, else through a ``buffer_size`` buffer)."""
+        if random:
+            if self.steps is None:
+
+                def generator():
+                    caches, isfull = [], False
+                    for d in self.data:
+                        caches.append(d)
+                        if isfull:
+                            yield caches.pop(np.random.randint(len(caches)))
+                        elif len(caches) == self.buffer_size:
+                            isfull = True
+                    while caches:
+                        yield caches.pop(np.random.randint(len(caches)))
+
+            else:
+
+                def generator():
+                    for i in np.random.permutation(len(self.data)):
+                        yield self.data[i]
+
+            data = generator()
+        else:
+            data = iter(self.data)
+        try:
+            d_current = next(data)
+        except StopIteration:
+            return
+        for d_next in data:
+            yield False, d_current
+            d_current = d_next
+        yield True, d_current
+
+    def __iter__(self, random=False):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__(self, random=False)")
+
+    def forfit(self, random=True):
+        """The batches of ``__iter__`` forever. Lists in a batch become tuples: Keras 3
+        feeds a generator through ``tf.data``, which reads a list as one tensor, so
+        bert4keras' ``yield [token_ids, segment_ids], labels`` would fail there."""
+        while True:
+            for d in self.__iter__(random):
+                yield _lists_to_tuples(d)
+
+    def fortest(self, random=False):
+        while True:
+            for d in self.__iter__(random):
+                yield _lists_to_tuples(d[0])
+
+    def to_dataset(self, types, shapes, names=None, padded_batch=False):
+        """A ``tf.data.Dataset`` of the items of ``forfit`` batched by ``batch_size``.
+
+        Here ``__iter__`` must yield single examples (not batches), as in bert4keras;
+        ``types``/``shapes`` describe one example; ``names`` wraps them in dicts;
+        ``padded_batch`` pads variable lengths."""
+        import tensorflow as tf
+
+        if names is None:
+            generator = self.forfit
+        else:
+            if is_string(names):
+                warps = lambda k, v: {k: v}  # noqa: E731
+            elif is_string(names[0]):
+                warps = lambda k, v: dict(zip(k, v))  # noqa: E731
+            else:
+                warps = lambda k, v: tuple(dict(zip(i, j)) for i, j in zip(k, v))  # noqa: E731
+
+            def generator():
+                for d in self.forfit():
+                    yield warps(names, d)
+
+            types = warps(names, types)
+            shapes = warps(names, shapes)
+
+        def spec(t, s):
+            # ``shapes`` has lists as leaves (``[None]``): walk the structure of ``types``
+            if isinstance(t, dict):
+                return {k: spec(t[k], s[k]) for k in t}
+            if isinstance(t, (list, tuple)):
+                return tuple(spec(ti, si) for ti, si in zip(t, s))
+            return tf.TensorSpec(shape=[None] * len(s) if padded_batch else s, dtype=t)
+
+        signature = spec(types, shapes)
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        if padded_batch:
+            return dataset.padded_batch(self.batch_size, shapes)
+        return dataset.batch(self.batch_size)
+
+
+def _lists_to_tuples(structure):
+    if isinstance(structure, (list, tuple)):
+        return tuple(_lists_to_tuples(x) for x in structure)
+    if isinstance(structure, dict):
+        return {k: _lists_to_tuples(v) for k, v in structure.items()}
+    return structure
+
+
+class ViterbiDecoder:
+    """Viterbi decoding of a linear-chain CRF (bert4keras ``ViterbiDecoder``).
+
+    ``trans[i, j]``: score of label ``j`` after ``i`` (``K.eval(crf.trans)``);
+    ``starts`` / ``ends``: the labels a path may start / end with (None: any).
+    ``decode(nodes)`` takes the emission scores ``(length, num_labels)`` and returns
+    the highest-scoring label path (sum of emissions and transitions).
+    """
+
+    def __init__(self, trans, starts=None, ends=None):
+        self.trans = np.asarray(trans)
+        if self.trans.ndim != 2 or self.trans.shape[0] != self.trans.shape[1]:
+            raise ValueError(f"ViterbiDecoder: trans must be a square matrix, got shape {self.trans.shape}")
+        self.num_labels = len(self.trans)
+        self.non_starts = [] if starts is None else [i for i in range(self.num_labels) if i not in starts]
+        self.non_ends = [] if ends is None else [i for i in range(self.num_labels) if i not in ends]
+
+    def decode(self, nodes):
+        nodes = np.array(nodes, dtype=np.float64)  # a copy: the caller's scores are kept
+        if nodes.ndim != 2 or nodes.shape[1] != self.num_labels:
+            raise ValueError(
+                f"ViterbiDecoder.decode: nodes must be (length, {self.num_labels}), got shape {nodes.shape}"
+            )
+        nodes[0, self.non_starts] -= np.inf
+        nodes[-1, self.non_ends] -= np.inf
+        labels = np.arange(self.num_labels).reshape((1, -1))
+        scores = nodes[0].reshape((-1, 1))
+        paths = labels
+        for step in range(1, len(nodes)):
+            totals = scores + self.trans + nodes[step].reshape((1, -1))
+            best_previous = totals.argmax(0)
+            scores = totals.max(0).reshape((-1, 1))
+            paths = np.concatenate([paths[:, best_previous], labels], 0)
+        return paths[:, scores[:, 0].argmax()]
+
+
+def insert_arguments(**arguments):
+    """Decorator (for ``__init__``): adds keyword arguments with defaults, stored as
+    attributes of ``self``."""
+
+    def actual_decorator(func):
+        def new_func(self, *args, **kwargs):
+            for k, v in arguments.items():
+                setattr(self, k, kwargs.pop(k, v))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return actual_decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator (for ``__init__``): rejects the named keyword arguments."""
+
+    def actual_decorator(func):
+        def new_func(self, *args, **kwargs):
+            for k in arguments:
+                if k in kwargs:
+                    raise TypeError(f"{type(self).__name__} got an unexpected keyword argument {k!r}")
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return actual_decorator
+
+
+def longest_common_substring(source, target):
+    """``(length, (i0, i1, j0, j1))`` of a longest common slice
+    ``source[i0:i1] == target[j0:j1]``."""
+    from difflib import SequenceMatcher
+
+    match = SequenceMatcher(None, source, target, autojunk=False).find_longest_match(
+        0, len(source), 0, len(target)
+    )
+    return match.size, (match.a, match.a + match.size, match.b, match.b + match.size)
+
+
+def longest_common_subsequence(source, target):
+    """``(length, mapping)`` of a longest common subsequence; ``mapping`` lists the
+    matched index pairs ``(i, j)`` in order."""
+    n, m = len(source), len(target)
+    c = np.zeros((n + 1, m + 1), dtype=np.int64)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            if source[i - 1] == target[j - 1]:
+                c[i, j] = c[i - 1, j - 1] + 1
+            else:
+                c[i, j] = max(c[i, j - 1], c[i - 1, j])
+    mapping, i, j = [], n, m
+    while i > 0 and j > 0:
+        if source[i - 1] == target[j - 1]:
+            mapping.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif c[i, j - 1] > c[i - 1, j]:
+            j -= 1
+        else:
+            i -= 1
+    return int(c[n, m]), mapping[::-1]
+
+
+def orthogonally_resize(a, new_shape, window=2):
+    """Resize a weight matrix by repeating ``window``-blocks and truncating, keeping
+    its Frobenius norm (bert4keras' way to grow a model)."""
+    if a.ndim != len(new_shape):
+        raise ValueError(f"orthogonally_resize: shape {a.shape} and new_shape {new_shape} differ in rank")
+    slices, a_norm, w = [], np.linalg.norm(a), window
+    for i, (d1, d2) in enumerate(zip(a.shape, new_shape)):
+        if d1 != d2:
+            k = d2 // d1 + int(d2 % d1 != 0)
+            if k > 1:
+                if d1 % w:
+                    raise ValueError(f"orthogonally_resize: axis {i} of size {d1} is not divisible by window {w}")
+                a = a.reshape(a.shape[:i] + (d1 // w, w) + a.shape[i + 1:])
+                a = np.repeat(a, k, axis=i)
+                a = a.reshape(a.shape[:i] + (d1 * k,) + a.shape[i + 2:])
+        slices.append(np.s_[:d2])
+    a = a[tuple(slices)]
+    return a / np.linalg.norm(a) * a_norm

@@ -52,7 +52,7 @@ def test_real_manifest_loads(shared_data, tmp_path, which):
         np.testing.assert_array_equal(entry.variable.numpy(), entry.to_model(reader.get_tensor(entry.name)))
         loaded += 1
     assert loaded == len(used), f"{len(used) - loaded} model weights are not covered by the mapping"
-    probs = m.predict([IDS, SEGS], verbose=0)[0]
+    probs = m.predict([IDS, SEGS], verbose=0)[-1]  # [pooled, nsp, mlm], as in bert4keras
     assert probs.shape == (2, 8, 21128) and np.allclose(probs.sum(-1), 1, atol=1e-4)
 
 
@@ -104,13 +104,13 @@ def test_keras_file_round_trip_in_fresh_process(tiny_bert, tmp_path):
     m = build_transformer_model(config, ckpt, application="unilm", with_mlm=True, with_pool=True)
     path = tmp_path / "model.keras"
     m.save(path)
-    np.save(tmp_path / "expected.npy", _outputs(m)[0])
+    np.save(tmp_path / "expected.npy", _outputs(m)[-1])
     np.save(tmp_path / "ids.npy", IDS)
     np.save(tmp_path / "segs.npy", SEGS)
     code = (
         "import numpy as np, keras, kerasnlp_plus, sys; d = sys.argv[1];"
         "m = keras.models.load_model(d + '/model.keras');"
-        "out = m.predict([np.load(d + '/ids.npy'), np.load(d + '/segs.npy')], verbose=0)[0];"
+        "out = m.predict([np.load(d + '/ids.npy'), np.load(d + '/segs.npy')], verbose=0)[-1];"
         "assert m.application == 'unilm', m.application;"
         "np.testing.assert_array_equal(out, np.load(d + '/expected.npy')); print('OK')"
     )
@@ -133,7 +133,7 @@ def test_huggingface_round_trip_and_transformers_reads_it(tiny_bert, tmp_path):
         out = ref(input_ids=torch.tensor(IDS, dtype=torch.long), token_type_ids=torch.tensor(SEGS, dtype=torch.long),
                   attention_mask=torch.tensor(IDS != 0, dtype=torch.long))
     real = IDS != 0
-    np.testing.assert_allclose(_outputs(m)[0][real], out.prediction_logits.numpy()[real], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(_outputs(m)[-1][real], out.prediction_logits.numpy()[real], atol=1e-5, rtol=1e-5)
 
 
 def test_huggingface_albert_folder_from_transformers(tmp_path):

@@ -75,14 +75,23 @@ def hf_config(raw, **extra):
                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **extra)
 
 
+def sequence_output(model):
+    """The last layer's hidden states (lm/unilm models output MLM probabilities, as in
+    bert4keras), read by the bert4keras layer name."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(f"Transformer-{model.num_layers - 1}-FeedForward-Norm").output)
+
+
 @pytest.mark.parametrize("application", ["encoder", "lm", "unilm"])
 def test_bert_matches_transformers(bert_checkpoint, batch, application):
     config, ckpt, weights, raw = bert_checkpoint
     ids, segs = batch
     ours = build_transformer_model(config, ckpt, application=application, with_pool=True, with_nsp=True,
                                    with_mlm="linear")
-    mlm, pooled, nsp = ours.predict([ids, segs], verbose=0)
-    seq = build_transformer_model(config, ckpt, application=application).predict([ids, segs], verbose=0)
+    pooled, nsp, mlm = ours.predict([ids, segs], verbose=0)  # bert4keras' output layout
+    seq = sequence_output(build_transformer_model(config, ckpt, application=application)).predict(
+        [ids, segs], verbose=0)
     ref = hf_reference(weights, hf_config(raw), "bert")
     r_seq, r_pooled, r_mlm, r_nsp = hf_forward(ref, ids, segs, visible_mask(application, ids, segs))
     real = ids != 0  # outputs at padding positions are undefined; compare real tokens
@@ -123,8 +132,8 @@ def test_albert_google_matches_transformers(albert_checkpoint, batch, applicatio
     ours = build_transformer_model(config, ckpt, model="albert", application=application, with_pool=True,
                                    with_nsp=True, with_mlm="linear")
     assert ours.family == "albert"
-    mlm, pooled, nsp = ours.predict([ids, segs], verbose=0)
-    seq = build_transformer_model(config, ckpt, model="albert", application=application).predict(
+    pooled, nsp, mlm = ours.predict([ids, segs], verbose=0)  # bert4keras' output layout
+    seq = sequence_output(build_transformer_model(config, ckpt, model="albert", application=application)).predict(
         [ids, segs], verbose=0)
     ref = hf_reference(weights, hf_config(raw, num_hidden_groups=1, inner_group_num=1), "albert")
     r_seq, r_pooled, r_mlm, r_nsp = hf_forward(ref, ids, segs, visible_mask(application, ids, segs), "albert")
@@ -149,7 +158,7 @@ def test_albert_brightmart_matches_equivalent_bert(shared_data, tmp_path, batch)
     ours = build_transformer_model(config, tmp_path, model="albert", with_pool=True, with_mlm="linear")
     assert ours.family == "albert_brightmart"
     ids, segs = batch
-    mlm, pooled = ours.predict([ids, segs], verbose=0)
+    pooled, mlm = ours.predict([ids, segs], verbose=0)  # bert4keras' output layout
 
     bert_weights = {}
     for name, value in weights.items():

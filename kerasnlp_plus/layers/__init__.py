@@ -9,6 +9,17 @@ from kerasnlp_plus.layers.embeddings import (
     TokenEmbedding,
 )
 from kerasnlp_plus.layers.transformer import TransformerBlock, get_activation
+from kerasnlp_plus.layers.bert4keras import (  # noqa: E402  (bert4keras 0.11.5 names)
+    ConditionalRandomField,
+    EfficientGlobalPointer,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+    GlobalPointer,
+    LayerNormalization,
+    Loss,
+    MaximumEntropyMarkovModel,
+    ScaleOffset,
+)
 
 __all__ = [
     "BiasAdd",
@@ -20,4 +31,14 @@ __all__ = [
     "TokenEmbedding",
     "TransformerBlock",
     "get_activation",
+    # bert4keras 0.11.5 names
+    "ConditionalRandomField",
+    "EfficientGlobalPointer",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "GlobalPointer",
+    "LayerNormalization",
+    "Loss",
+    "MaximumEntropyMarkovModel",
+    "ScaleOffset",
 ]

@@ -14,6 +14,7 @@ OVERRIDE_ALIASES = {
     "num_hidden_layers": "num_layers",
     "num_attention_heads": "num_heads",
     "layer_norm_eps": "layer_norm_epsilon",
+    "segment_vocab_size": "type_vocab_size",
 }
 
 
@@ -56,7 +57,8 @@ def build_transformer_model(
         model: ``'bert'``, ``'roberta'``, ``'albert'`` (Google and brightmart naming
             are told apart from the checkpoint; ``'albert_brightmart'`` forces the latter)
             or ``'roformer'`` (rotary positions in every layer, no position table).
-        application: ``'encoder'``, ``'lm'``, ``'unilm'`` or ``'plm'``.
+        application: ``'encoder'``, ``'lm'``, ``'unilm'`` or ``'plm'``; ``'lm'`` and
+            ``'unilm'`` imply ``with_mlm=True`` (as in bert4keras).
         with_pool, with_nsp: append the pooled [CLS] vector / NSP probabilities.
         with_mlm: ``True`` MLM probabilities, ``'linear'`` logits (tied embedding).
         keep_tokens: ids to keep, in new order (vocabulary simplification): slices the
@@ -73,6 +75,9 @@ def build_transformer_model(
     ...                             num_attention_heads=2, intermediate_size=16, with_mlm=True)
     >>> m.output.shape
     (None, None, 100)
+
+    Outputs follow bert4keras: one -> it; two -> the second; more -> all but the first
+    of ``[sequence, pooled?, nsp?, mlm?]`` (see :class:`Transformer`).
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {MODELS}")
@@ -117,6 +122,7 @@ def build_transformer_model(
         hierarchical_position=hierarchical_position,
         **kwargs,
     )
+    transformer.keep_tokens = None if keep_tokens is None else list(keep_tokens)
     if checkpoint_path is not None:
         from kerasnlp_plus.checkpoints import load_checkpoint
 

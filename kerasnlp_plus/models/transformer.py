@@ -35,19 +35,60 @@ class ConstantTokens(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class SequenceMask(keras.layers.Layer):
+    """Passes ``x`` through and gives it the Keras mask ``token_ids != 0``, as
+    bert4keras' sequence outputs carry: a ``Loss`` layer's ``compute_loss(inputs, mask)``
+    and a ``ConditionalRandomField`` read it to leave padding out. Its name makes a
+    bert4keras layer name (``Transformer-%d-FeedForward-Norm``) reachable with
+    ``model.get_layer(name).output``. Call with ``[x, token_ids]``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return inputs[0]
+
+    def compute_mask(self, inputs, mask=None):
+        return ops.not_equal(inputs[1], 0)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs[0].shape, dtype=inputs[0].dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class PoolerTakeFirstToken(TakeFirstToken):
+    """``x[:, 0]`` for the pooler; the sequence mask ends here (the [CLS] vector has
+    no sequence axis)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class Transformer(keras.Model):
     """A BERT-family encoder with optional pooler, NSP and MLM heads.
 
-    Inputs (a list, in this order): ``token_ids`` and ``segment_ids`` (int, ``(batch,
-    length)``, 0 = padding); with ``application='plm'`` the factorization ``order``
+    Inputs (a list, in this order): ``token_ids`` and ``segment_ids`` (``(batch,
+    length)``, 0 = padding; float32 like bert4keras', so ``loss * segment_ids`` works,
+    and int arrays are accepted); with ``application='plm'`` the factorization ``order``
     (int ``(batch, length)``: ``order[b, i]`` is the step at which position ``i`` is
     predicted, e.g. ``argsort`` of a permutation); with ``custom_position_ids`` the
     position ids; with ``custom_attention_mask`` a 0/1 ``(batch, length, length)`` mask
     that is ANDed with the application's mask.
 
-    Outputs: the sequence output, or the MLM probabilities (``with_mlm=True``) or logits
-    (``with_mlm='linear'``); then the pooled [CLS] vector if ``with_pool`` and the NSP
-    probabilities if ``with_nsp``, as a list when there is more than one.
+    Outputs follow bert4keras exactly. The list is ``[sequence output, pooled [CLS]
+    vector if with_pool, NSP probabilities if with_nsp, MLM probabilities
+    (with_mlm=True) or logits (with_mlm='linear') if with_mlm]``; the model returns its
+    one element if there is one, the second alone if there are two, and all but the
+    first if there are more. ``application='lm'``/``'unilm'`` imply ``with_mlm=True``
+    (as in bert4keras). Sequence outputs carry the Keras mask ``token_ids != 0``.
+    The output of every layer ``i`` is reachable as
+    ``model.get_layer('Transformer-%d-FeedForward-Norm' % i).output``.
 
     ``application``:
         ``'encoder'`` bidirectional; ``'lm'`` causal; ``'unilm'`` segment 0
@@ -101,6 +142,8 @@ class Transformer(keras.Model):
             raise ValueError(f"unknown application {application!r}; known: {masks.APPLICATIONS}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
+        if application in ("lm", "unilm"):
+            with_mlm = with_mlm or True  # bert4keras: LM and UniLM always predict tokens
         albert = family.startswith("albert")
         # RoFormer: no position table; every layer rotates queries and keys instead.
         rotary = family == "roformer"
@@ -191,15 +234,17 @@ class Transformer(keras.Model):
         self._family = family
         self._application = application
         self._with_mlm = with_mlm
-        token_ids = keras.Input((None,), dtype="int32", name="Input-Token")
-        segment_ids = keras.Input((None,), dtype="int32", name="Input-Segment")
+        # float32 like bert4keras' inputs (scripts multiply losses by segment ids);
+        # the embeddings cast them to int.
+        token_ids = keras.Input((None,), dtype="float32", name="Input-Token")
+        segment_ids = keras.Input((None,), dtype="float32", name="Input-Segment")
         inputs = [token_ids, segment_ids]
         order = position_ids = custom_mask = None
         if application == "plm":
-            order = keras.Input((None,), dtype="int32", name="Input-Order")
+            order = keras.Input((None,), dtype="float32", name="Input-Order")
             inputs.append(order)
         if custom_position_ids:
-            position_ids = keras.Input((None,), dtype="int32", name="Input-Position")
+            position_ids = keras.Input((None,), dtype="float32", name="Input-Position")
             inputs.append(position_ids)
         if custom_attention_mask:
             custom_mask = keras.Input((None, None), dtype="float32", name="Input-Mask")
@@ -215,22 +260,38 @@ class Transformer(keras.Model):
             )
             query_tokens = ConstantTokens(mask_token_id, name="Query-Tokens")(token_ids)
             g = self.embed(query_tokens, segment_ids, position_ids)
-        for block in self.blocks_by_depth:
+        # The mask travels through the blocks into the taps and the outputs; the
+        # layers it passes through only carry it (attention reads ``attention_mask``).
+        for layer in [self.token_embedding, self.token_mapping] + [
+            inner for block in self.transformer_blocks for inner in block._flatten_layers(include_self=True)
+        ]:
+            if layer is not None:
+                layer.supports_masking = True
+        for depth, block in enumerate(self.blocks_by_depth):
             if application == "plm":
                 g = block(g, value=x, attention_mask=query_mask, position_ids=position_ids)
             x = block(x, attention_mask=attention_mask, position_ids=position_ids)
+            x = SequenceMask(dtype=dtype, name=f"Transformer-{depth}-FeedForward-Norm")([x, token_ids])
         sequence = g if application == "plm" else x
 
-        outputs = [self.mlm_head(sequence) if with_mlm else sequence]
+        outputs = [sequence]
         if self.pooler_dense is not None:
-            pooled = self.pooler_dense(TakeFirstToken(name="Pooler")(x))
+            pooled = self.pooler_dense(PoolerTakeFirstToken(name="Pooler")(x))
             if with_pool:
                 outputs.append(pooled)
             if with_nsp:
                 outputs.append(self.nsp_dense(pooled))
-        super().__init__(
-            inputs=inputs, outputs=outputs[0] if len(outputs) == 1 else outputs, dtype=dtype, **kwargs
-        )
+        if with_mlm:
+            # float32 like the MLM activation (probabilities under mixed precision)
+            outputs.append(SequenceMask(dtype="float32", name="MLM-Output")([self.mlm_head(sequence), token_ids]))
+        # bert4keras' rule: one output -> it; two -> the second; more -> all but the first
+        if len(outputs) == 1:
+            outputs = outputs[0]
+        elif len(outputs) == 2:
+            outputs = outputs[1]
+        else:
+            outputs = outputs[1:]
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
         self.vocab_size = int(vocab_size)
@@ -253,6 +314,9 @@ class Transformer(keras.Model):
         self.custom_position_ids = bool(custom_position_ids)
         self.custom_attention_mask = bool(custom_attention_mask)
         self.mask_token_id = int(mask_token_id)
+        # bert4keras attributes read by scripts
+        self.initializer = init
+        self.keep_tokens = None  # set by build_transformer_model; reused by load_weights_from_checkpoint
 
     # --- read-only structure -------------------------------------------------------
     @property
@@ -355,8 +419,12 @@ class Transformer(keras.Model):
 
     # --- weights -------------------------------------------------------------------
     def load_weights_from_checkpoint(self, checkpoint_path, keep_tokens=None, naming=None):
-        """Load a Google TF checkpoint or a Hugging Face folder/file (bert4keras name)."""
+        """Load a Google TF checkpoint or a Hugging Face folder/file (bert4keras name).
+        ``keep_tokens`` defaults to the one the model was built with."""
         from kerasnlp_plus.checkpoints import load_checkpoint
+
+        if keep_tokens is None:
+            keep_tokens = self.keep_tokens
 
         load_checkpoint(self, checkpoint_path, keep_tokens=keep_tokens, naming=naming)
 

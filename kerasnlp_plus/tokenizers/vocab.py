@@ -22,8 +22,10 @@ def _read_tokens(path, encoding="utf-8"):
     return tokens
 
 
-def load_vocab(path, encoding="utf-8", simplified=False, startswith=None):
+def load_vocab(dict_path=None, encoding="utf-8", simplified=False, startswith=None, path=None):
     """Load a BERT vocab file as ``{token: id}`` (id = line number).
+
+    The file is ``dict_path`` (bert4keras' keyword) or ``path``.
 
     With ``simplified=True`` the tokens that the tokenizer can never produce for
     Chinese text are dropped, by bert4keras' rule: the ``startswith`` tokens come
@@ -48,6 +50,7 @@ def load_vocab(path, encoding="utf-8", simplified=False, startswith=None):
     >>> [t for t, i in sorted(new_vocab.items(), key=lambda kv: kv[1])]
     ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '中', 'bert', '##ing']
     """
+    path = _one_path(dict_path, path, "load_vocab")
     tokens = _read_tokens(path, encoding)
     vocab = {}
     for i, token in enumerate(tokens):
@@ -78,8 +81,16 @@ def load_vocab(path, encoding="utf-8", simplified=False, startswith=None):
     return new_vocab, keep_tokens
 
 
-def save_vocab(path, vocab, encoding="utf-8"):
+def _one_path(dict_path, path, function):
+    if (dict_path is None) == (path is None):
+        raise TypeError(f"{function}: pass the vocab file as dict_path (bert4keras) or path, exactly one")
+    return dict_path if path is None else path
+
+
+def save_vocab(dict_path=None, token_dict=None, encoding="utf-8", path=None, vocab=None):
     """Write ``{token: id}`` as a vocab file, one token per line in id order.
+
+    bert4keras' ``save_vocab(dict_path, token_dict)``; ``path=`` / ``vocab=`` also work.
 
     The file is written to a temporary file beside ``path`` and renamed over it,
     so a crash never leaves a truncated vocab behind. Ids must be exactly
@@ -91,7 +102,10 @@ def save_vocab(path, vocab, encoding="utf-8"):
     ...     open(folder + "/vocab.txt", encoding="utf-8").read().split()
     ['[PAD]', '[UNK]']
     """
-    path = os.fspath(path)
+    path = os.fspath(_one_path(dict_path, path, "save_vocab"))
+    if (token_dict is None) == (vocab is None):
+        raise TypeError("save_vocab: pass the {token: id} dict as token_dict (bert4keras) or vocab, exactly one")
+    vocab = token_dict if vocab is None else vocab
     ordered = sorted(vocab.items(), key=lambda kv: kv[1])
     ids = [i for _, i in ordered]
     if ids != list(range(len(ids))):

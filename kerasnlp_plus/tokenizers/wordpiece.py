@@ -36,6 +36,7 @@ class Tokenizer(TokenizerBase):
         token_start, token_end: framing tokens (``None`` to leave one out).
         word_maxlen: words longer than this many characters become ``[UNK]``
             (100, as in BERT and ``BertTokenizerFast``; bert4keras used 200).
+        token_dict: bert4keras' name for ``vocab_path_or_dict``.
 
     Example:
 
@@ -51,15 +52,20 @@ class Tokenizer(TokenizerBase):
 
     def __init__(
         self,
-        vocab_path_or_dict,
+        vocab_path_or_dict=None,
         do_lower_case=False,
         pre_tokenize=None,
         token_start="[CLS]",
         token_end="[SEP]",
         word_maxlen=100,
         encoding="utf-8",
+        token_dict=None,
     ):
         super().__init__(token_start=token_start, token_end=token_end, pre_tokenize=pre_tokenize)
+        if token_dict is not None:  # bert4keras' keyword for the first argument
+            if vocab_path_or_dict is not None:
+                raise TypeError("pass the vocab as vocab_path_or_dict or token_dict (bert4keras), not both")
+            vocab_path_or_dict = token_dict
         if isinstance(vocab_path_or_dict, dict):
             source = "the vocab dict"
             token_dict = dict(vocab_path_or_dict)

@@ -1,0 +1,432 @@
+"""bert4keras 0.11.5's training layers on Keras 3: ``Loss``, ``ConditionalRandomField``,
+``MaximumEntropyMarkovModel``, ``ScaleOffset``, (conditional) ``LayerNormalization``, ``GlobalPointer``,
+``EfficientGlobalPointer`` and the masked poolings.
+
+Each has bert4keras' constructor arguments, call convention and output, and a
+``get_config`` (registered for ``.keras``).
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from kerasnlp_plus.backend import sequence_masking
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Loss(keras.layers.Layer):
+    """A layer that adds a loss computed from its inputs (bert4keras ``Loss``).
+
+    Subclass it and define ``compute_loss(self, inputs, mask=None)``; ``mask`` is the
+    list of the inputs' Keras masks (None where an input has none: the model's inputs;
+    a sequence output of :func:`build_transformer_model` carries ``token_ids != 0``).
+    The layer returns ``inputs[output_axis]`` (an int), a list of them (a list), or all
+    inputs (None), so ``Model(model.inputs, CrossEntropy(2)(model.inputs +
+    model.outputs))`` trains with ``compile(optimizer=...)`` and no ``loss=``.
+    """
+
+    def __init__(self, output_axis=None, **kwargs):
+        super().__init__(**kwargs)
+        self.output_axis = output_axis
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        loss = self.compute_loss(inputs, mask)
+        self.add_loss(loss)
+        return self._select(inputs)
+
+    def _select(self, values):
+        if self.output_axis is None:
+            return values
+        if isinstance(self.output_axis, list):
+            return [values[i] for i in self.output_axis]
+        return values[self.output_axis]
+
+    def compute_loss(self, inputs, mask=None):
+        raise NotImplementedError(f"{type(self).__name__} must define compute_loss(self, inputs, mask=None)")
+
+    def compute_output_spec(self, inputs, mask=None):
+        def spec(x):
+            return keras.KerasTensor(x.shape, dtype=x.dtype)
+
+        selected = self._select(inputs)
+        if isinstance(selected, (list, tuple)):
+            return [spec(x) for x in selected]
+        return spec(selected)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None:
+            return None
+        return self._select(mask)
+
+    def get_config(self):
+        return {**super().get_config(), "output_axis": self.output_axis}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class ConditionalRandomField(keras.layers.Layer):
+    """Linear-chain CRF (bert4keras ``ConditionalRandomField``).
+
+    Call it on per-token label scores ``(batch, length, num_labels)``; it returns them
+    with padded positions (Keras mask 0) set to ``-inf`` and learns the transition
+    matrix ``trans[i, j]`` (score of label ``j`` after label ``i``). Train with
+    ``loss=crf.sparse_loss`` (integer labels) or ``crf.dense_loss`` (one-hot), the
+    negative log-likelihood ``log Z - score(path)``; ``crf.sparse_accuracy`` is the
+    per-token accuracy over unpadded positions. Decode with
+    :class:`kerasnlp_plus.snippets.ViterbiDecoder` and ``K.eval(crf.trans)``.
+
+    ``lr_multiplier``: the weight is stored divided by it and used multiplied by it,
+    so the transitions learn ``lr_multiplier`` times faster (bert4keras' trick).
+    """
+
+    def __init__(self, lr_multiplier=1, **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multiplier = lr_multiplier
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        output_dim = int(input_shape[-1])
+        multiplier = float(self.lr_multiplier)
+        base = keras.initializers.GlorotUniform()
+
+        def initializer(shape, dtype=None):
+            return base(shape, dtype=dtype) / multiplier
+
+        self._trans = self.add_weight(name="trans", shape=(output_dim, output_dim), initializer=initializer)
+        self.built = True
+
+    @property
+    def trans(self):
+        if self.lr_multiplier != 1:
+            return self.lr_multiplier * self._trans
+        return self._trans
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def call(self, inputs, mask=None):
+        return sequence_masking(inputs, mask, -np.inf, 1)
+
+    def compute_output_spec(self, inputs, mask=None):
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+    def target_score(self, y_true, y_pred):
+        """Unnormalized score of the path ``y_true`` (one-hot): emissions + transitions."""
+        trans = ops.cast(self.trans, y_pred.dtype)
+        point_score = ops.einsum("bni,bni->b", y_true, y_pred)
+        trans_score = ops.einsum("bni,ij,bnj->b", y_true[:, :-1], trans, y_true[:, 1:])
+        return point_score + trans_score
+
+    def log_norm(self, y_pred, mask):
+        """``log Z`` per sequence by the forward algorithm; ``mask`` float
+        ``(batch, length, 1)``: a padded step carries the previous state over."""
+        trans = ops.cast(self.trans, y_pred.dtype)[None]  # (1, labels, labels)
+
+        def step(states, inputs):
+            emissions, step_mask = inputs
+            outputs = ops.logsumexp(states[:, :, None] + trans, axis=1) + emissions
+            return step_mask * outputs + (1 - step_mask) * states
+
+        # tf.scan runs over the leading axis: put time first.
+        emissions = ops.transpose(y_pred[:, 1:], (1, 0, 2))
+        step_masks = ops.transpose(mask[:, 1:], (1, 0, 2))
+        states = tf.scan(step, (emissions, step_masks), initializer=y_pred[:, 0])
+        final = ops.concatenate([y_pred[None, :, 0], states], axis=0)[-1]
+        return ops.logsumexp(final, axis=1)
+
+    def dense_loss(self, y_true, y_pred):
+        """Negative log-likelihood; ``y_true`` one-hot ``(batch, length, labels)``."""
+        mask = ops.all(ops.not_equal(y_pred, -np.inf), axis=2, keepdims=True)
+        y_true = ops.where(mask, ops.cast(y_true, y_pred.dtype), 0.0)
+        y_pred = ops.where(mask, y_pred, 0.0)
+        target_score = self.target_score(y_true, y_pred)
+        log_norm = self.log_norm(y_pred, ops.cast(mask, y_pred.dtype))
+        return log_norm - target_score
+
+    def sparse_loss(self, y_true, y_pred):
+        """Negative log-likelihood; ``y_true`` integer labels ``(batch, length)``."""
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+        y_true = ops.one_hot(y_true, ops.shape(self.trans)[0], dtype=y_pred.dtype)
+        return self.dense_loss(y_true, y_pred)
+
+    def dense_accuracy(self, y_true, y_pred):
+        return self.sparse_accuracy(ops.argmax(y_true, 2), y_pred)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """Per-token accuracy of the argmax labels, padding excluded."""
+        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), "float32")
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+        y_pred = ops.cast(ops.argmax(y_pred, 2), "int32")
+        is_equal = ops.cast(ops.equal(y_true, y_pred), "float32")
+        return ops.sum(is_equal * mask) / ops.sum(mask)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multiplier": self.lr_multiplier}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class MaximumEntropyMarkovModel(ConditionalRandomField):
+    """MEMM (bert4keras ``MaximumEntropyMarkovModel``, kexue.fm 7213): per step a
+    softmax over ``emission + trans[previous label]``; the loss is the mean token
+    cross-entropy over unpadded positions. Decode with ``ViterbiDecoder`` too."""
+
+    def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
+        if hidden_dim is not None:
+            raise ValueError("MaximumEntropyMarkovModel: the low-rank hidden_dim variant is not supported")
+        super().__init__(lr_multiplier=lr_multiplier, **kwargs)
+        self.hidden_dim = hidden_dim
+
+    def dense_loss(self, y_true, y_pred):
+        return self.sparse_loss(ops.argmax(y_true, 2), y_pred)
+
+    def sparse_loss(self, y_true, y_pred):
+        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), y_pred.dtype)
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+        y_pred = ops.where(mask[..., None] > 0, y_pred, 0.0)
+        trans = ops.cast(self.trans, y_pred.dtype)
+        previous = ops.concatenate([ops.zeros_like(y_true[:, :1]), y_true[:, :-1]], axis=1)
+        history = ops.take(trans, previous, axis=0)
+        # the first step has no previous label
+        first = ops.concatenate([ops.zeros_like(mask[:, :1]), ops.ones_like(mask[:, 1:])], axis=1)
+        logits = y_pred + history * first[..., None]
+        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return ops.sum(loss * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class ScaleOffset(keras.layers.Layer):
+    """bert4keras' ``ScaleOffset``: ``x * gamma + beta`` over the last axis. With
+    ``conditional=True`` call it on ``[x, condition]``: gamma and beta become
+    ``gamma + Dense(c)`` and ``beta + Dense(c)`` (zero-initialized; ``hidden_units``
+    puts a ``hidden_activation`` Dense on the condition first). ``scale``/``offset``:
+    True (learned), False/None (off) or a number (a constant)."""
+
+    def __init__(self, scale=True, offset=True, conditional=False, hidden_units=None,
+                 hidden_activation="linear", hidden_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.offset = offset
+        self.conditional = conditional
+        self.hidden_units = hidden_units
+        self.hidden_activation = hidden_activation
+        self.hidden_initializer = keras.initializers.get(hidden_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        x_shape = input_shape[0] if self.conditional else input_shape
+        dim = int(x_shape[-1])
+        # weight order as bert4keras': beta, gamma, hidden, beta_dense, gamma_dense
+        self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros") if self.offset is True else None
+        self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones") if self.scale is True else None
+        self.hidden_dense = self.beta_dense = self.gamma_dense = None
+        if self.conditional:
+            condition_shape = tuple(input_shape[1])
+            if self.hidden_units is not None:
+                self.hidden_dense = keras.layers.Dense(
+                    self.hidden_units, activation=self.hidden_activation, use_bias=False,
+                    kernel_initializer=self.hidden_initializer, name="hidden_dense")
+                self.hidden_dense.build(condition_shape)
+                condition_shape = condition_shape[:-1] + (self.hidden_units,)
+            if self.offset not in (False, None):
+                self.beta_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros", name="beta_dense")
+                self.beta_dense.build(condition_shape)
+            if self.scale not in (False, None):
+                self.gamma_dense = keras.layers.Dense(dim, use_bias=False, kernel_initializer="zeros",
+                                                      name="gamma_dense")
+                self.gamma_dense.build(condition_shape)
+        self.built = True
+
+    def compute_mask(self, inputs, mask=None):
+        if self.conditional:
+            return mask[0] if isinstance(mask, (list, tuple)) else mask
+        return mask
+
+    def _affine(self, x, condition):
+        if condition is not None:
+            if self.hidden_dense is not None:
+                condition = self.hidden_dense(condition)
+            for _ in range(len(x.shape) - len(condition.shape)):  # align on the batch axis
+                condition = ops.expand_dims(condition, 1)
+        if self.scale not in (False, None):
+            gamma = self.gamma if self.scale is True else self.scale
+            if condition is not None:
+                gamma = gamma + self.gamma_dense(condition)
+            x = x * gamma
+        if self.offset not in (False, None):
+            beta = self.beta if self.offset is True else self.offset
+            if condition is not None:
+                beta = beta + self.beta_dense(condition)
+            x = x + beta
+        return x
+
+    def call(self, inputs, mask=None):
+        x, condition = (inputs[0], inputs[1]) if self.conditional else (inputs, None)
+        return self._affine(x, condition)
+
+    def compute_output_spec(self, inputs, mask=None):
+        x = inputs[0] if self.conditional else inputs
+        return keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "offset": self.offset,
+            "conditional": self.conditional,
+            "hidden_units": self.hidden_units,
+            "hidden_activation": self.hidden_activation,
+            "hidden_initializer": keras.initializers.serialize(self.hidden_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class LayerNormalization(ScaleOffset):
+    """bert4keras 0.11.5's (Conditional) ``LayerNormalization`` (kexue.fm 7124):
+    ``zero_mean``, ``unit_variance``, ``epsilon`` (default ``keras.backend.epsilon()``,
+    as there) and all of :class:`ScaleOffset`'s arguments; with ``conditional=True``
+    call it on ``[x, condition]``."""
+
+    def __init__(self, zero_mean=True, unit_variance=True, epsilon=None, **kwargs):
+        super().__init__(**kwargs)
+        self.zero_mean = zero_mean
+        self.unit_variance = unit_variance
+        self.epsilon = epsilon or keras.backend.epsilon()
+
+    def call(self, inputs, mask=None):
+        x, condition = (inputs[0], inputs[1]) if self.conditional else (inputs, None)
+        if self.zero_mean:
+            x = x - ops.mean(x, axis=-1, keepdims=True)
+        if self.unit_variance:
+            variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+            x = ops.divide_no_nan(x, ops.sqrt(variance + self.epsilon))
+        return self._affine(x, condition)
+
+    def get_config(self):
+        return {**super().get_config(), "zero_mean": self.zero_mean, "unit_variance": self.unit_variance,
+                "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class GlobalAveragePooling1D(keras.layers.GlobalAveragePooling1D):
+    """Masked mean over the sequence (Keras' own honours the mask, as bert4keras')."""
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class GlobalMaxPooling1D(keras.layers.Layer):
+    """Max over the sequence with padded positions excluded (bert4keras behaviour)."""
+
+    def __init__(self, data_format="channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        axis = 1 if self.data_format == "channels_last" else 2
+        inputs = sequence_masking(inputs, mask, -np.inf, axis)
+        return ops.max(inputs, axis=axis)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_spec(self, inputs, mask=None):
+        shape = (inputs.shape[0], inputs.shape[2] if self.data_format == "channels_last" else inputs.shape[1])
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class GlobalPointer(keras.layers.Layer):
+    """GlobalPointer span scorer (kexue.fm 8373): ``(batch, heads, length, length)``
+    scores of spans ``[i, j]``, padding and ``i > j`` masked to ``-inf``, with rotary
+    positions (``RoPE=True``)."""
+
+    def __init__(self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True,
+                 kernel_initializer="lecun_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.heads = int(heads)
+        self.head_size = int(head_size)
+        self.RoPE = RoPE
+        self.use_bias = use_bias
+        self.tril_mask = tril_mask
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        self.dense = keras.layers.Dense(self.head_size * self.heads * 2, use_bias=self.use_bias,
+                                        kernel_initializer=self.kernel_initializer, name="dense")
+        self.dense.build(input_shape)
+        self.built = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def _rope(self, qw, kw):
+        from kerasnlp_plus.backend import apply_rotary_position_embeddings, sinusoidal_embeddings
+
+        positions = ops.arange(ops.shape(qw)[1], dtype="float32")[None]
+        pos = sinusoidal_embeddings(positions, self.head_size)[:, :, None]
+        return apply_rotary_position_embeddings(pos, qw, kw)
+
+    def _scores(self, inputs):
+        x = self.dense(inputs)
+        shape = ops.shape(x)
+        x = ops.reshape(x, (shape[0], shape[1], self.heads, 2 * self.head_size))
+        qw, kw = x[..., : self.head_size], x[..., self.head_size:]
+        if self.RoPE:
+            qw, kw = self._rope(qw, kw)
+        return ops.einsum("bmhd,bnhd->bhmn", qw, kw) / self.head_size ** 0.5
+
+    def _mask(self, logits, mask):
+        logits = sequence_masking(logits, mask, -np.inf, [2, 3])
+        if self.tril_mask:
+            n = ops.shape(logits)[-1]
+            lower = ops.tril(ops.ones((n, n)), k=-1)
+            logits = logits - lower * 1e12
+        return logits
+
+    def call(self, inputs, mask=None):
+        return self._mask(self._scores(inputs), mask)
+
+    def compute_output_spec(self, inputs, mask=None):
+        return keras.KerasTensor((inputs.shape[0], self.heads, inputs.shape[1], inputs.shape[1]),
+                                 dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "heads": self.heads,
+            "head_size": self.head_size,
+            "RoPE": self.RoPE,
+            "use_bias": self.use_bias,
+            "tril_mask": self.tril_mask,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class EfficientGlobalPointer(GlobalPointer):
+    """Efficient GlobalPointer (kexue.fm 8877): shared span scores plus per-head
+    start/end biases."""
+
+    def build(self, input_shape):
+        self.p_dense = keras.layers.Dense(self.head_size * 2, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer, name="p_dense")
+        self.p_dense.build(input_shape)
+        self.q_dense = keras.layers.Dense(self.heads * 2, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer, name="q_dense")
+        self.q_dense.build(tuple(input_shape[:-1]) + (self.head_size * 2,))
+        self.built = True
+
+    def _scores(self, inputs):
+        x = self.p_dense(inputs)
+        qw, kw = x[..., ::2], x[..., 1::2]
+        if self.RoPE:
+            qw, kw = self._rope(qw[:, :, None], kw[:, :, None])
+            qw, kw = qw[:, :, 0], kw[:, :, 0]
+        logits = ops.einsum("bmd,bnd->bmn", qw, kw) / self.head_size ** 0.5
+        bias = ops.transpose(self.q_dense(x), (0, 2, 1)) / 2
+        return logits[:, None] + bias[:, ::2, None] + bias[:, 1::2, :, None]

@@ -1,0 +1,427 @@
+"""The bert4keras 0.11.5 compatibility surface: CRF against brute-force enumeration,
+bert4keras itself as a numerical reference (when it is available), the model
+behaviours scripts rely on, and the backend / snippets / optimizers / tokenizers names.
+
+The reference runs in a separate process (tests/b4k_reference.py) with bert4keras
+0.11.5 on tf_keras: set ``KERASNLP_PLUS_B4K_REFERENCE`` to a folder holding both
+(``pip install --no-deps --target DIR bert4keras==0.11.5 tf-keras~=2.21``); the
+default is /work/b4k_ref. Without it those comparisons are skipped.
+"""
+import itertools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from kerasnlp_plus import backend as b4k_backend
+from kerasnlp_plus import optimizers, snippets
+from kerasnlp_plus.backend import K
+from kerasnlp_plus.layers import ConditionalRandomField, LayerNormalization, Loss
+from kerasnlp_plus.models import build_transformer_model
+from kerasnlp_plus.tokenizers import load_vocab, save_vocab
+
+DEMO = pathlib.Path(__file__).resolve().parents[1] / "kerasnlp_plus" / "assets" / "demo_model"
+REFERENCE = os.environ.get("KERASNLP_PLUS_B4K_REFERENCE", "/work/b4k_ref")
+TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+
+
+# --- CRF and Viterbi against brute force --------------------------------------------
+def _path_score(scores, trans, path):
+    return sum(scores[t, path[t]] for t in range(len(path))) + sum(
+        trans[path[t - 1], path[t]] for t in range(1, len(path)))
+
+
+def _crf_case(seed=0, batch=3, length=4, labels=3):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(batch, length, labels)).astype("float32")
+    trans = rng.normal(size=(labels, labels)).astype("float32")
+    lengths = [length, length - 1, 2][:batch]
+    mask = np.array([[1.0] * n + [0.0] * (length - n) for n in lengths], "float32")
+    gold = rng.integers(0, labels, size=(batch, length)).astype("float32") * mask
+    return scores, trans, mask, gold, lengths
+
+
+def _crf_model(trans, labels, lr_multiplier=1):
+    x = keras.Input((None, labels))
+    crf = ConditionalRandomField(lr_multiplier=lr_multiplier)
+    model = keras.Model(x, crf(keras.layers.Masking(0.0)(x)))
+    crf._trans.assign(trans / lr_multiplier)
+    return model, crf
+
+
+@pytest.mark.parametrize("lr_multiplier", [1, 100])
+def test_crf_negative_log_likelihood_equals_brute_force(lr_multiplier):
+    scores, trans, mask, gold, lengths = _crf_case()
+    model, crf = _crf_model(trans, 3, lr_multiplier)
+    np.testing.assert_allclose(ops.convert_to_numpy(crf.trans), trans, rtol=1e-5)
+    y_pred = model.predict(scores * mask[..., None], verbose=0)
+    assert np.isneginf(y_pred[1, 3]).all() and np.isfinite(y_pred[1, :3]).all()  # padding -> -inf
+    loss = ops.convert_to_numpy(crf.sparse_loss(gold, y_pred))
+    for b, n in enumerate(lengths):
+        paths = list(itertools.product(range(3), repeat=n))
+        all_scores = np.array([_path_score(scores[b], trans, p) for p in paths])
+        log_z = np.log(np.exp(all_scores - all_scores.max()).sum()) + all_scores.max()
+        expected = log_z - _path_score(scores[b], trans, gold[b, :n].astype(int))
+        np.testing.assert_allclose(loss[b], expected, rtol=1e-5, atol=1e-5)
+        assert loss[b] > 0
+    dense = ops.convert_to_numpy(crf.dense_loss(np.eye(3)[gold.astype(int)], y_pred))
+    np.testing.assert_allclose(dense, loss, rtol=1e-6)
+
+
+def test_viterbi_decoder_finds_the_best_path_by_enumeration():
+    rng = np.random.default_rng(3)
+    for length in (1, 2, 5):
+        nodes = rng.normal(size=(length, 4))
+        trans = rng.normal(size=(4, 4))
+        decoded = snippets.ViterbiDecoder(trans).decode(nodes)
+        best = max(itertools.product(range(4), repeat=length), key=lambda p: _path_score(nodes, trans, p))
+        assert list(decoded) == list(best)
+        # starts/ends restrict the first and last labels
+        decoded = snippets.ViterbiDecoder(trans, starts=[0], ends=[0]).decode(nodes)
+        allowed = [p for p in itertools.product(range(4), repeat=length) if p[0] == 0 and p[-1] == 0]
+        best = max(allowed, key=lambda p: _path_score(nodes, trans, p))
+        assert list(decoded) == list(best)
+    with pytest.raises(ValueError, match="nodes must be"):
+        snippets.ViterbiDecoder(trans).decode(np.zeros((3, 5)))
+
+
+def test_crf_trains_and_saves_as_keras(tmp_path):
+    scores, trans, mask, gold, _ = _crf_case(batch=3)
+    x = keras.Input((None, 3))
+    crf = ConditionalRandomField(lr_multiplier=10)
+    model = keras.Model(x, crf(keras.layers.Masking(0.0)(keras.layers.Dense(3)(x))))
+    model.compile(optimizer=optimizers.Adam(5e-2), loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
+    history = model.fit(scores * mask[..., None], gold, epochs=10, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    model.save(tmp_path / "crf.keras")
+    again = keras.models.load_model(tmp_path / "crf.keras", compile=False)
+    np.testing.assert_allclose(again.predict(scores, verbose=0), model.predict(scores, verbose=0), rtol=1e-6)
+
+
+# --- bert4keras 0.11.5 itself as the reference ----------------------------------------
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    if not os.path.isdir(os.path.join(REFERENCE, "bert4keras")):
+        pytest.skip(f"bert4keras 0.11.5 reference not found in {REFERENCE} (set KERASNLP_PLUS_B4K_REFERENCE)")
+    folder = tmp_path_factory.mktemp("b4k_ref")
+    rng = np.random.default_rng(7)
+    scores, trans, mask, gold, _ = _crf_case(seed=5)
+    inputs = dict(
+        crf_scores=scores, crf_trans=trans, crf_mask=mask, crf_labels=gold,
+        ln_x=rng.normal(size=(2, 3, 6)).astype("float32"), ln_c=rng.normal(size=(2, 5)).astype("float32"),
+        ln_w0=rng.normal(size=6).astype("float32"), ln_w1=rng.normal(size=6).astype("float32"),
+        ln_w2=rng.normal(size=(5, 4)).astype("float32"), ln_w3=rng.normal(size=(4, 6)).astype("float32"),
+        ln_w4=rng.normal(size=(4, 6)).astype("float32"),
+        sm_x=rng.normal(size=(2, 4, 3)).astype("float32"), sm_x3=rng.normal(size=(2, 4, 4)).astype("float32"),
+        sm_mask=np.array([[1, 1, 0, 0], [1, 1, 1, 0]], "float32"),
+        pl_t=np.array([0, 500, 1000, 1500, 2000, 3000], "float32"),
+        bg_params=rng.normal(size=(2, 5, 3)).astype("float32"), bg_idx=np.array([[0, 4], [2, 2]]),
+        ml_true=np.array([[1, 0, 1, 0], [0, 0, 0, 1]], "float32"), ml_pred=rng.normal(size=(2, 4)).astype("float32"),
+        sml_true=np.array([[0, 2], [3, 3]]),
+        text=np.array("今天天气很好，我们去公园散步。公园里有很多人！大家都很开心，孩子们在草地上玩耍。"),
+    )
+    np.savez(folder / "in.npz", **inputs)
+    env = dict(os.environ, TF_KERAS="1", TF_USE_LEGACY_KERAS="1", PYTHONPATH=REFERENCE, TF_CPP_MIN_LOG_LEVEL="3",
+               CUDA_VISIBLE_DEVICES="")
+    script = pathlib.Path(__file__).with_name("b4k_reference.py")
+    done = subprocess.run([sys.executable, str(script), str(folder / "in.npz"), str(folder / "out.npz")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return inputs, dict(np.load(folder / "out.npz"))
+
+
+def test_crf_matches_bert4keras(reference):
+    inputs, ref = reference
+    model, crf = _crf_model(inputs["crf_trans"], 3)
+    y_pred = model.predict(inputs["crf_scores"] * inputs["crf_mask"][..., None], verbose=0)
+    np.testing.assert_allclose(np.where(np.isinf(y_pred), -1e30, y_pred), ref["crf_y_pred"], rtol=1e-6)
+    loss = ops.convert_to_numpy(crf.sparse_loss(inputs["crf_labels"], y_pred))
+    np.testing.assert_allclose(loss, ref["crf_sparse_loss"], rtol=1e-5)
+    accuracy = ops.convert_to_numpy(crf.sparse_accuracy(inputs["crf_labels"], y_pred))
+    np.testing.assert_allclose(accuracy, ref["crf_sparse_accuracy"], rtol=1e-6)
+    n = int(inputs["crf_mask"][0].sum())
+    decoded = snippets.ViterbiDecoder(inputs["crf_trans"], starts=[0], ends=[0]).decode(inputs["crf_scores"][0, :n])
+    np.testing.assert_array_equal(decoded, ref["viterbi"][0])
+
+
+def test_conditional_layer_norm_matches_bert4keras(reference):
+    inputs, ref = reference
+    layer = LayerNormalization(conditional=True, hidden_units=4)
+    out = layer([inputs["ln_x"], inputs["ln_c"]])
+    layer.set_weights([inputs[f"ln_w{i}"] for i in range(5)])
+    out = ops.convert_to_numpy(layer([inputs["ln_x"], inputs["ln_c"]]))
+    np.testing.assert_allclose(out, ref["ln"], rtol=1e-5, atol=1e-5)
+
+
+def test_backend_functions_match_bert4keras(reference):
+    inputs, ref = reference
+    np.testing.assert_allclose(
+        b4k_backend.sequence_masking(inputs["sm_x"], inputs["sm_mask"], -1e4, 1), ref["sequence_masking"], rtol=1e-6)
+    np.testing.assert_allclose(
+        b4k_backend.sequence_masking(inputs["sm_x3"], inputs["sm_mask"], -1e4, [1, 2]), ref["sequence_masking_axes"],
+        rtol=1e-6)
+    ours = [float(b4k_backend.piecewise_linear(t, {1000: 1, 2000: 0.1})) for t in inputs["pl_t"]]
+    np.testing.assert_allclose(ours, ref["piecewise_linear"], rtol=1e-6)
+    np.testing.assert_allclose(b4k_backend.batch_gather(inputs["bg_params"], inputs["bg_idx"]), ref["batch_gather"])
+    np.testing.assert_allclose(
+        b4k_backend.multilabel_categorical_crossentropy(inputs["ml_true"], inputs["ml_pred"]), ref["mcce"], rtol=1e-5)
+    np.testing.assert_allclose(
+        b4k_backend.sparse_multilabel_categorical_crossentropy(inputs["sml_true"], inputs["ml_pred"]), ref["smcce"],
+        rtol=1e-5)
+
+
+def test_snippets_match_bert4keras(reference):
+    inputs, ref = reference
+    text = str(inputs["text"])
+    assert snippets.text_segmentate(text, 12, "\n。！？，", "，") == json.loads(str(ref["text_segmentate"]))
+    assert snippets.truncate_sequences(5, -1, [1, 2, 3, 4, 5], [6, 7, 8]) == json.loads(str(ref["truncate"]))
+    length, span = snippets.longest_common_substring("我爱北京天安门", "北京天安门广场")
+    assert [length, list(span)] == json.loads(str(ref["lcs_substring"]))
+    assert snippets.longest_common_subsequence("科学技术是生产力", "科技是第一生产力")[0] == int(ref["lcs_subsequence_len"])
+    np.testing.assert_array_equal(snippets.sequence_padding([[1, 2, 3], [4]], length=2, mode="pre"), ref["padding"])
+
+
+# --- model behaviours ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def batch():
+    ids = np.array([[101, 800, 900, 102, 0, 0], [101, 700, 600, 500, 400, 102]])
+    return ids, np.array([[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1]])
+
+
+def test_output_layout_follows_bert4keras(batch):
+    shapes = {}
+    for flags in ["", "pool", "pool+nsp", "mlm", "pool+mlm", "pool+nsp+mlm"]:
+        model = build_transformer_model(None, with_pool="pool" in flags, with_nsp="nsp" in flags,
+                                        with_mlm="mlm" in flags, **TINY)
+        outputs = model.outputs
+        shapes[flags] = [tuple(o.shape) for o in outputs]
+    assert shapes[""] == [(None, None, 16)]
+    assert shapes["pool"] == [(None, 16)]  # two outputs -> the second alone
+    assert shapes["pool+nsp"] == [(None, 16), (None, 2)]  # more -> all but the first
+    assert shapes["mlm"] == [(None, None, 50)]
+    assert shapes["pool+mlm"] == [(None, 16), (None, None, 50)]
+    assert shapes["pool+nsp+mlm"] == [(None, 16), (None, 2), (None, None, 50)]
+
+
+@pytest.mark.parametrize("application", ["lm", "unilm"])
+def test_lm_and_unilm_imply_mlm_and_float_inputs(application):
+    model = build_transformer_model(None, application=application, **TINY)
+    assert model.with_mlm is True and tuple(model.output.shape) == (None, None, 50)
+    assert [x.dtype for x in model.inputs] == ["float32", "float32"]
+    linear = build_transformer_model(None, application=application, with_mlm="linear", **TINY)
+    assert linear.with_mlm == "linear"
+
+
+def test_loss_layer_receives_the_padding_mask_and_float_segment_ids(batch):
+    ids, segs = batch
+    model = build_transformer_model(DEMO / "config.json", DEMO, application="unilm")
+    seen = {}
+
+    class CrossEntropy(Loss):
+        def compute_loss(self, inputs, mask=None):
+            y_true, y_mask, y_pred = inputs
+            seen["mask_is_none"] = [m is None for m in mask]
+            y_mask = y_mask[:, 1:] * K.cast(mask[2], K.floatx())[:, 1:]  # float segment ids * mask
+            loss = K.sparse_categorical_crossentropy(y_true[:, 1:], y_pred[:, :-1])
+            return K.sum(loss * y_mask) / K.sum(y_mask)
+
+    output = CrossEntropy(2)(model.inputs + model.outputs)
+    train = keras.Model(model.inputs, output)
+    train.compile(optimizer=optimizers.Adam(1e-5))
+    measured = train.evaluate([ids, segs], verbose=0)
+    assert seen["mask_is_none"] == [True, True, False]  # inputs: none; the MLM output: token_ids != 0
+    probas = model.predict([ids, segs], verbose=0)
+    picked = np.take_along_axis(probas[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
+    weight = segs[:, 1:] * (ids[:, 1:] != 0)
+    expected = -(np.log(picked) * weight).sum() / weight.sum()
+    np.testing.assert_allclose(measured, expected, rtol=1e-4)
+
+
+def test_bert4keras_layer_names_and_attributes(batch, tmp_path):
+    ids, segs = batch
+    model = build_transformer_model(DEMO / "config.json", DEMO)
+    for name in ["Input-Token", "Input-Segment", "Embedding-Token", "Embedding-Segment", "Embedding-Position",
+                 "Embedding-Norm", "Transformer-0-FeedForward-Norm", "Transformer-3-FeedForward-Norm"]:
+        assert model.get_layer(name) is not None
+    assert model.get_layer("Transformer-3-FeedForward-Norm").output is model.output
+    tap = keras.Model(model.inputs, model.get_layer("Transformer-1-FeedForward-Norm").output)
+    assert tap.predict([ids, segs], verbose=0).shape == (2, 6, 128)
+    assert isinstance(model.initializer, keras.initializers.TruncatedNormal)
+    assert model.initializer.stddev == 0.02
+    assert b4k_backend.search_layer(model.output, "Embedding-Token") is model.get_layer("Embedding-Token")
+    assert b4k_backend.search_layer(model.output, "no-such-layer") is None
+    mlm = build_transformer_model(DEMO / "config.json", DEMO, with_mlm=True)
+    assert mlm.get_layer("MLM-Norm") is not None
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again.predict([ids, segs], verbose=0), model.predict([ids, segs], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_load_weights_from_checkpoint_remembers_keep_tokens():
+    keep = [0, 100, 101, 102, 103, 800, 900]
+    full = build_transformer_model(DEMO / "config.json", DEMO)
+    handle = build_transformer_model(DEMO / "config.json", None, keep_tokens=keep, return_keras_model=False)
+    assert handle.model.keep_tokens == keep
+    handle.load_weights_from_checkpoint(DEMO)  # bert4keras' multi-GPU pattern: load after building
+    np.testing.assert_array_equal(
+        handle.model.get_layer("Embedding-Token").embeddings.numpy(),
+        full.get_layer("Embedding-Token").embeddings.numpy()[keep])
+
+
+# --- backend, snippets, tokenizers, optimizers ------------------------------------------
+def test_K_has_the_keras2_backend_functions():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], "float32")
+    assert float(K.eval(K.sum(x))) == 10.0
+    assert K.eval(K.cast(K.greater(x, 2), K.floatx())).tolist() == [[0, 0], [1, 1]]
+    probs = np.array([[0.25, 0.75]], "float32")
+    np.testing.assert_allclose(K.eval(K.sparse_categorical_crossentropy(np.array([1]), probs)), [-np.log(0.75)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(K.eval(K.logsumexp(x, 1)), np.log(np.exp(x).sum(1)), rtol=1e-6)
+    assert K.eval(K.where(x > 2, x, 0.0)).tolist() == [[0, 0], [3, 4]]
+    assert K.int_shape(K.constant(x)) == (2, 2) and K.epsilon() > 0 and K.floatx() == "float32"
+    assert callable(K.rnn) and callable(K.set_value) and callable(K.batch_set_value)
+
+
+def test_set_gelu_switches_the_activation_of_new_models(batch):
+    ids, segs = batch
+    try:
+        b4k_backend.set_gelu("tanh")
+        tanh = build_transformer_model(DEMO / "config.json", DEMO).predict([ids, segs], verbose=0)
+        b4k_backend.set_gelu("erf")
+        erf = build_transformer_model(DEMO / "config.json", DEMO).predict([ids, segs], verbose=0)
+    finally:
+        b4k_backend.set_gelu("erf")
+    assert 1e-6 < np.abs(tanh - erf).max() < 1e-1
+    with pytest.raises(ValueError, match="erf' or 'tanh"):
+        b4k_backend.set_gelu("exact")
+
+
+class _Batches(snippets.DataGenerator):
+    def __iter__(self, random=False):
+        batch = []
+        for is_end, d in self.sample(random):
+            batch.append(d)
+            if len(batch) == self.batch_size or is_end:
+                yield [np.array(batch), np.array(batch) * 2], np.array(batch)
+                batch = []
+
+
+def test_data_generator():
+    gen = _Batches(list(range(10)), batch_size=4)
+    assert len(gen) == 3
+    flags = [is_end for is_end, _ in gen.sample()]
+    assert flags == [False] * 9 + [True]
+    batches = list(iter(gen))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    first = next(gen.forfit())
+    assert isinstance(first, tuple) and isinstance(first[0], tuple)  # tf.data-friendly
+    assert sorted(np.concatenate([b[1] for b in itertools.islice(gen.forfit(), 3)]).tolist()) == list(range(10))
+
+    class Single(snippets.DataGenerator):
+        def __iter__(self, random=False):
+            for _, d in self.sample(random):
+                yield list(range(d + 1)), [d]
+
+    dataset = Single([1, 3, 2], batch_size=2).to_dataset(
+        types=("float32", "float32"), shapes=([None], [None]), names=("a", "b"), padded_batch=True)
+    item = next(iter(dataset))
+    assert set(item) == {"a", "b"} and item["a"].shape[0] == 2
+
+
+def test_indexable_open_and_text_helpers(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_text("第一行\n第二行\nthird\n", encoding="utf-8")
+    with snippets.open(path, encoding="utf-8", indexable=str(tmp_path / "index.json")) as f:
+        assert len(f) == 3 and f[1] == "第二行\n" and f[2] == "third\n"
+    assert json.loads((tmp_path / "index.json").read_text()) == [0, 10, 20]
+    assert snippets.to_array([1, 2]).tolist() == [1, 2]
+    a, b = snippets.to_array([[1]], [[2]])
+    assert a.shape == b.shape == (1, 1)
+    pieces = snippets.text_segmentate("一二三。四五六七八。九十", 6, "。")
+    assert "".join(pieces) == "一二三。四五六七八。九十" and all(len(p) <= 6 for p in pieces)
+    assert snippets.lowercase_and_normalize("ÀB") == "ab"
+    assert snippets.strQ2B("ＡＢＣ　１２３！") == "ABC 123!"  # bert4keras' own strQ2B fails on Python 3
+    assert snippets.parallel_apply(lambda x: x * x, range(6), 2, 4, dummy=True, unordered=False) == [
+        0, 1, 4, 9, 16, 25]
+    from kerasnlp_plus.snippets import uniout  # noqa: F401  (a no-op on Python 3, as in bert4keras)
+
+
+def test_vocab_functions_take_bert4keras_keywords(tmp_path):
+    token_dict = load_vocab(dict_path=DEMO / "vocab.txt")
+    lines = (DEMO / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert token_dict["[CLS]"] == lines.index("[CLS]") and token_dict["[SEP]"] == lines.index("[SEP]")
+    save_vocab(dict_path=tmp_path / "v.txt", token_dict={"[PAD]": 0, "[UNK]": 1})
+    assert (tmp_path / "v.txt").read_text(encoding="utf-8") == "[PAD]\n[UNK]\n"
+    with pytest.raises(TypeError, match="exactly one"):
+        load_vocab()
+    from kerasnlp_plus.tokenizers import Tokenizer
+
+    assert Tokenizer(token_dict=token_dict).encode("你好")[0] == Tokenizer(token_dict).encode("你好")[0]
+
+
+def _step(optimizer, steps=1, start=(1.0, -2.0), grad=(0.5, 0.25)):
+    var = keras.Variable(np.array(start, "float32"), name="kernel")
+    optimizer.build([var])
+    for _ in range(steps):
+        optimizer.apply([ops.convert_to_tensor(np.array(grad, "float32"))], [var])
+    return var.numpy()
+
+
+def test_optimizer_extensions_map_onto_keras():
+    AdamWD = optimizers.extend_with_weight_decay(optimizers.Adam)
+    ours = _step(AdamWD(0.1, weight_decay_rate=0.01), steps=3)
+    reference = _step(keras.optimizers.AdamW(0.1, weight_decay=0.01, epsilon=1e-6), steps=3)
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    assert np.allclose(_step(AdamWD(0.1, weight_decay_rate=0.01, exclude_from_weight_decay=["kernel"]), steps=3),
+                       _step(optimizers.Adam(0.1), steps=3))
+
+    AdamLR = optimizers.extend_with_piecewise_linear_lr(optimizers.Adam)
+    opt = AdamLR(1.0, lr_schedule={10: 1, 20: 0.1})
+    assert abs(float(opt.learning_rate) - 0.0) < 1e-7  # step 0 of the warm-up
+    opt.iterations.assign(5)
+    assert abs(float(opt.learning_rate) - 0.5) < 1e-6
+    opt.iterations.assign(15)
+    assert abs(float(opt.learning_rate) - 0.55) < 1e-6
+
+    AdamGA = optimizers.extend_with_gradient_accumulation(optimizers.Adam)
+    assert AdamGA(1e-3, grad_accum_steps=4).gradient_accumulation_steps == 4
+
+    AdamPW = optimizers.extend_with_parameter_wise_lr(optimizers.Adam)
+    start = np.array([1.0, -2.0], "float32")
+    plain = _step(optimizers.Adam(0.1)) - start
+    scaled = _step(AdamPW(0.1, paramwise_lr_schedule={"kernel": 0.5})) - start
+    np.testing.assert_allclose(scaled, plain * 0.5, rtol=1e-5)
+
+    AdamLA = optimizers.extend_with_layer_adaptation(optimizers.Adam)
+    delta = _step(AdamLA(0.1)) - start
+    np.testing.assert_allclose(np.linalg.norm(delta), np.linalg.norm(start), rtol=1e-5)  # trust ratio
+
+    AdamLH = optimizers.extend_with_lookahead(optimizers.Adam)
+    fast = _step(optimizers.Adam(0.1), steps=2)
+    slow_synced = _step(AdamLH(0.1, steps_per_slow_update=2, slow_step_size=0.5), steps=2)
+    np.testing.assert_allclose(slow_synced, start + 0.5 * (fast - start), rtol=1e-5)
+
+    AdamEMA = optimizers.extend_with_exponential_moving_average(optimizers.Adam)
+    opt = AdamEMA(0.1, ema_momentum=0.5)
+    var = keras.Variable(np.array([1.0, -2.0], "float32"))
+    opt.build([var])
+    values = []
+    for _ in range(3):
+        opt.apply([ops.convert_to_tensor(np.array([0.5, 0.25], "float32"))], [var])
+        values.append(var.numpy().copy())
+    opt.apply_ema_weights()
+    expected = 0.5 * (0.5 * values[0] + 0.5 * values[1]) + 0.5 * values[2]
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5)
+    opt.reset_old_weights()
+    np.testing.assert_allclose(var.numpy(), values[2])
+
+    with pytest.raises(ValueError, match="bias_correction"):
+        optimizers.Adam(1e-3, bias_correction=False)
+    assert optimizers.extend_with_weight_decay_v2 is optimizers.extend_with_weight_decay

@@ -1,0 +1,212 @@
+"""bert4keras' own example scripts, ported by changing only imports, paths, sizes and
+Keras 3 file names (tests/bert4keras_examples/, Apache-2.0, attributed in each file),
+run to the end on the demo model and small real data from ../shared/data.
+
+The data is written here in the layout each script reads: LCSTS news as THUCNews
+``title\\ncontent`` files, CSL titles as ``title\\tcontent``, CLUECorpusSmall text as
+GBK "novels", and KgCLUE questions as People's Daily NER files (the question's subject
+entity tagged B-ENT/I-ENT) and as WebQA/SogouQA JSON (the answer triple's sentence as
+the passage). Each training script must print a finite loss of the right size: a mean
+per-token cross entropy (not summed over padding) or a per-sentence CRF likelihood.
+
+Four scripts that train and then decode step by step with the uncached bert4keras
+decoder are marked slow (excluded from CI's ``-m 'not slow'``); run them with
+``pytest tests/test_bert4keras_examples.py``.
+"""
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import runpy
+import sys
+from contextlib import redirect_stdout
+
+import numpy as np
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent / "bert4keras_examples"
+DEMO_VOCAB_SIZE = 13585
+
+
+def _kgclue_rows(shared_data, n):
+    rows = []
+    with open(shared_data / "kgclue" / "train.json", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            subject, predicate, obj = [x.strip() for x in d["answer"].split("|||")]
+            mention = re.sub(r"（.*?）|\(.*?\)", "", subject)
+            question = d["question"]
+            if mention and mention in question and not re.search(r"\s", question) and not re.search(r"\s", obj):
+                rows.append((question, mention, subject, predicate, obj))
+            if len(rows) == n:
+                break
+    return rows
+
+
+@pytest.fixture(scope="module")
+def example_data(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("b4k_data")
+    # THUCNews layout (one news item per file: title, newline, content) from LCSTS train.
+    news = root / "THUCNews" / "lcsts"
+    news.mkdir(parents=True)
+    with open(shared_data / "lcsts" / "train.tsv", encoding="utf-8") as f:
+        for i, line in zip(range(8), f):
+            title, content = line.rstrip("\n").split("\t")[:2]
+            (news / f"{i}.txt").write_text(f"{title}\n{content}", encoding="utf-8")
+    # CSL titles: title<TAB>content (the dev split; the test split is held out).
+    (root / "csl").mkdir()
+    with open(shared_data / "csl" / "csl_title_dev.tsv", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(12)]
+    (root / "csl" / "train.tsv").write_text("".join(lines[:8]), encoding="utf-8")
+    (root / "csl" / "val.tsv").write_text("".join(lines[8:10]), encoding="utf-8")
+    (root / "csl" / "test.tsv").write_text("".join(lines[10:12]), encoding="utf-8")
+    # A "novel" in GBK, as task_language_model.py reads.
+    novel = root / "jinyong" / "corpus"
+    novel.mkdir(parents=True)
+    with open(shared_data / "corpus" / "CLUECorpusSmall_sampled.txt", encoding="utf-8") as f:
+        text = "".join(next(f).strip() for _ in range(60))
+    novel.joinpath("a.txt").write_bytes(text.encode("gbk", errors="ignore"))
+    # NER in the People's Daily layout: "char tag" lines, blank line between sentences.
+    rows = _kgclue_rows(shared_data, 24)
+    (root / "ner").mkdir()
+    sentences = []
+    for question, mention, *_ in rows:
+        start = question.index(mention)
+        tags = ["O"] * len(question)
+        tags[start] = "B-ENT"
+        for k in range(start + 1, start + len(mention)):
+            tags[k] = "I-ENT"
+        sentences.append("\n".join(f"{c} {t}" for c, t in zip(question, tags)))
+    for name, part in (("train", sentences[:8]), ("dev", sentences[8:12]), ("test", sentences[12:16])):
+        (root / "ner" / f"example.{name}").write_text("\n\n".join(part), encoding="utf-8")
+    # WebQA / SogouQA layout.
+    (root / "qa").mkdir()
+    records = [
+        {"id": i, "question": question,
+         "passages": [{"passage": f"{subject}的{predicate}是{obj}。", "answer": obj}]}
+        for i, (question, _, subject, predicate, obj) in enumerate(rows)
+    ]
+    (root / "qa" / "WebQA.json").write_text(json.dumps(records[:12], ensure_ascii=False), encoding="utf-8")
+    (root / "qa" / "SogouQA.json").write_text(json.dumps(records[12:], ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def run_example(name, data_dir, workdir, monkeypatch):
+    """Run a ported script as ``__main__`` in ``workdir``; returns (globals, stdout)."""
+    import keras
+
+    keras.backend.clear_session()
+    monkeypatch.setenv("KERASNLP_PLUS_B4K_DATA", str(data_dir))
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    sys.modules.pop("_b4k_paths", None)
+    np.random.seed(0)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        namespace = runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return namespace, out.getvalue()
+
+
+def final_loss(namespace):
+    history = namespace["model"].history.history
+    loss = history["loss"][-1]
+    assert math.isfinite(loss), history
+    return loss
+
+
+def check_token_loss(namespace, vocab_size):
+    """A mean per-token cross entropy: positive and below 1.5 x log(vocab) (a loss
+    summed over tokens or padding is tens to thousands of times larger)."""
+    loss = final_loss(namespace)
+    assert 0.05 < loss < 1.5 * math.log(vocab_size), loss
+    return loss
+
+
+def test_extract_features(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("basic_extract_features.py", example_data, tmp_path, monkeypatch)
+    features = ns["model"].predict([ns["token_ids"], ns["segment_ids"]], verbose=0)
+    assert features.shape == (1, 6, 128) and np.isfinite(features).all()
+    assert (tmp_path / "test.keras").is_file()  # saved and reloaded as .keras
+    assert out.count("reloading and predicting") == 1
+
+
+def test_masked_language_model(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("basic_masked_language_model.py", example_data, tmp_path, monkeypatch)
+    probas = ns["probas"]
+    assert probas.shape == (6 + 4, DEMO_VOCAB_SIZE) or probas.shape[-1] == DEMO_VOCAB_SIZE
+    np.testing.assert_allclose(probas.sum(-1), 1.0, rtol=1e-4)
+    assert out.strip()  # printed the two predicted characters
+
+
+def test_gibbs_sampling(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("basic_gibbs_sampling_via_mlm.py", example_data, tmp_path, monkeypatch)
+    assert len(ns["sentences"]) == 20
+    assert len(out.strip().split("\n")) >= 11
+
+
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
+def test_language_model(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_language_model.py", example_data, tmp_path, monkeypatch)
+    loss = check_token_loss(ns, ns["tokenizer"].vocab_size)
+    assert (tmp_path / "best_model.weights.h5").is_file()
+    assert "结果" in out
+    # The loss is masked by the output mask: recompute it from the model's predictions.
+    batch = next(iter(ns["data_generator"](ns["data"][:4], 4)))[0]
+    probas = ns["model"].predict(batch, verbose=0)
+    ids = batch[0][:, 1:].astype(int)
+    mask = (batch[0][:, 1:] > 0).astype(float)
+    picked = np.take_along_axis(probas[:, :-1], ids[..., None], axis=-1)[..., 0]
+    expected = -(np.log(np.maximum(picked, 1e-7)) * mask).sum() / mask.sum()
+    measured = ns["model"].evaluate(batch, verbose=0)
+    np.testing.assert_allclose(measured, expected, rtol=1e-3)
+    assert loss > 0
+
+
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
+def test_seq2seq_autotitle(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_seq2seq_autotitle.py", example_data, tmp_path, monkeypatch)
+    check_token_loss(ns, ns["tokenizer"].vocab_size)
+    assert out.count("生成标题") == 2
+
+
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
+def test_seq2seq_autotitle_csl(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_seq2seq_autotitle_csl.py", example_data, tmp_path, monkeypatch)
+    check_token_loss(ns, ns["tokenizer"].vocab_size)
+    assert "valid_data" in out and "rouge-l" in out
+
+
+def test_seq2seq_autotitle_multigpu(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_seq2seq_autotitle_multigpu.py", example_data, tmp_path, monkeypatch)
+    check_token_loss(ns, ns["tokenizer"].vocab_size)
+    assert out.count("生成标题") == 2
+
+
+def test_ner_crf(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_sequence_labeling_ner_crf.py", example_data, tmp_path, monkeypatch)
+    loss = final_loss(ns)
+    num_labels = len(ns["categories"]) * 2 + 1
+    # -log p(path) of a sentence of ~15 characters: positive, at most ~length * log(labels)
+    # for an untrained CRF (plus emission scale), far below a sum over a batch.
+    assert 0 < loss < 64 * math.log(num_labels) * 4, loss
+    assert "valid:" in out and "test:" in out
+    entities = ns["NER"].recognize(ns["valid_data"][0][0])
+    assert isinstance(entities, list)
+
+
+@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
+def test_question_answer_generation(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_question_answer_generation_by_seq2seq.py", example_data, tmp_path, monkeypatch)
+    check_token_loss(ns, ns["tokenizer"].vocab_size)
+    question, answer = ns["qag"].generate(ns["valid_data"][0][0])
+    assert isinstance(question, str) and isinstance(answer, str)
+
+
+def test_reading_comprehension(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_reading_comprehension_by_seq2seq.py", example_data, tmp_path, monkeypatch)
+    check_token_loss(ns, ns["tokenizer"].vocab_size)
+    d = ns["valid_data"][0]
+    answer = ns["reader"].answer(d["question"], [p["passage"] for p in d["passages"]])  # as its predict_to_file
+    assert isinstance(answer, str)
