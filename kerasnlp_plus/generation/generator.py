@@ -48,6 +48,9 @@ from kerasnlp_plus.snippets import (
     sequence_padding,
 )
 
+from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.trie import Trie
+
 __all__ = ["Generator"]
 
 
@@ -79,6 +82,21 @@ class Generator:
         length_bucket: pad the source length up to a multiple of this (padding is
             masked, results are unchanged) so batches of similar lengths reuse one
             compiled graph instead of retracing per padded length.
+        batch_bucket: pad the batch up to a power of two (repeating the first
+            source; the extra rows are dropped) so that varying batch sizes compile
+            a handful of XLA programs, not one per size.
+        device_trie_max_keys: a ``trie`` with at most this many keys is turned into
+            an automaton on device (``Trie.to_csr``) and decoding stays in the
+            compiled loop; a larger one (a whole knowledge base) is queried from
+            the host loop between steps.
+
+    Beam search and greedy decoding run as one compiled program (a
+    ``tf.while_loop``, see :mod:`kerasnlp_plus.generation.program`) unless they need
+    the host: ``prefix_allowed_tokens`` (a Python callback), ``no_repeat_ngram_size``,
+    ``length_penalty != 0`` / ``keep_finished`` and tries above
+    ``device_trie_max_keys`` run the step-by-step host loop, with identical results.
+    The program is traced once per (topk, min_ends, temperature, trie or not) with
+    dynamic shapes; XLA then compiles once per (batch bucket, length bucket).
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -98,6 +116,8 @@ class Generator:
         segment_id=None,
         jit_compile=True,
         length_bucket=16,
+        batch_bucket=True,
+        device_trie_max_keys=1_000_000,
     ):
         model = getattr(model, "model", model)  # the return_keras_model=False handle
         application = getattr(model, "application", None)
@@ -142,6 +162,9 @@ class Generator:
         self._probabilities = with_mlm in (True, "softmax")
         self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
+        self.batch_bucket = bool(batch_bucket)
+        self.device_trie_max_keys = _check_int("device_trie_max_keys", device_trie_max_keys, 0)
+        self._programs = {}
 
     # --- the model pieces (traced) ---------------------------------------------------
     def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask):
@@ -266,6 +289,9 @@ class Generator:
         """
         self._check_common("topk", topk, min_ends, temperature)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        if self._uses_program(trie, prefix_allowed_tokens):
+            ids, lengths, _ = self._run_program(inputs, topk, min_ends, temperature, trie)
+            return [[int(t) for t in row[:n]] for row, n in zip(ids, lengths)]
         session, batch, first = self._start(inputs, topk, temperature, "logits")
         rows = [_Beams(first, topk) for _ in range(batch)]
         k_max = int(topk)
@@ -294,6 +320,65 @@ class Generator:
                 break
             session.advance(tokens, parents, column=len(first) + step)
         return [self._final(row, len(first)) for row in rows]
+
+    # --- the compiled program --------------------------------------------------------
+    def _uses_program(self, trie, prefix_allowed_tokens):
+        if prefix_allowed_tokens is not None or self.no_repeat_ngram_size or self.keep_finished:
+            return False
+        return trie is None or (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys)
+
+    def _program(self, topk, min_ends, temperature, with_trie, jit_compile=None):
+        """The ``tf.function`` of the whole beam search, traced once per key: the
+        signature leaves batch and length dynamic, XLA compiles per concrete shape."""
+        jit = self.jit_compile if jit_compile is None else jit_compile
+        key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit)
+        if key not in self._programs:
+            step_fn = None
+            if with_trie and jit:
+                # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
+                # the loop runs as a graph and each model step as an XLA cluster.
+                step_fn = tf.function(
+                    lambda *a: self._step(*a, float(temperature), "logits"), jit_compile=True, autograph=False
+                )
+            program = beam_program(self, topk, min_ends, float(temperature), with_trie, step_fn=step_fn)
+            signature = [
+                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+                tf.TensorSpec([], tf.int32, name="max_length"),
+            ]
+            if with_trie:
+                signature += [
+                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
+                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
+                    tf.TensorSpec([None], tf.int32, name="trie_children"),
+                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
+                ]
+            self._programs[key] = tf.function(
+                program, input_signature=signature, jit_compile=jit and not with_trie, autograph=False
+            )
+        return self._programs[key]
+
+    def _bucketed(self, inputs):
+        """Validated inputs padded to the length bucket and the batch bucket."""
+        token_ids, segment_ids, _ = self._prepare(inputs)
+        batch = token_ids.shape[0]
+        pad = -token_ids.shape[1] % self.length_bucket
+        rows = 1 << (batch - 1).bit_length() if self.batch_bucket else batch
+        if pad or rows != batch:
+            token_ids = np.pad(token_ids, [(0, 0), (0, pad)])
+            segment_ids = np.pad(segment_ids, [(0, 0), (0, pad)])
+            # Extra rows repeat the first source (a real one: no empty-row corner case).
+            token_ids = np.concatenate([token_ids, np.repeat(token_ids[:1], rows - batch, 0)])
+            segment_ids = np.concatenate([segment_ids, np.repeat(segment_ids[:1], rows - batch, 0)])
+        return token_ids, segment_ids, batch
+
+    def _run_program(self, inputs, topk, min_ends, temperature, trie, max_length=None):
+        token_ids, segment_ids, batch = self._bucketed(inputs)
+        args = [tf.constant(token_ids), tf.constant(segment_ids), tf.constant(max_length or self.maxlen, tf.int32)]
+        if trie is not None:
+            args += list(trie_tensors(trie, self.vocab_size))
+        ids, lengths, scores = self._program(topk, min_ends, temperature, trie is not None)(*args)
+        return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
 
     def greedy(self, inputs, **kwargs):
         """:meth:`beam_search` with one beam."""
