@@ -34,6 +34,10 @@ Example::
     segment_ids = sequence_padding([s for _, s in batch])
     titles = [tokenizer.decode(ids) for ids in gen.beam_search([token_ids, segment_ids], topk=3)]
 """
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -379,6 +383,67 @@ class Generator:
             args += list(trie_tensors(trie, self.vocab_size))
         ids, lengths, scores = self._program(topk, min_ends, temperature, trie is not None)(*args)
         return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
+
+    def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
+        """Write a SavedModel of :meth:`beam_search` (``topk`` beams) to ``path``.
+
+        Two signatures, both returning ``{"ids", "lengths", "scores"}`` (ids int32
+        ``(batch, max_length)`` padded with 0 after ``lengths[b]`` ids, scores the
+        summed log-probabilities, float64):
+
+        * ``serving_default(token_ids, segment_ids)``: int32 ``(batch, length)``,
+          padded with 0 at the end, decoding up to ``maxlen`` tokens;
+        * ``serve_max_length(token_ids, segment_ids, max_length)``: at most
+          ``max_length`` (int32 scalar, clipped to ``[1, maxlen]``) tokens.
+
+        ``trie`` (at most ``device_trie_max_keys`` keys) is stored in the graph as
+        its CSR automaton. The program needs nothing but TensorFlow: load it with
+        ``tf.saved_model.load(path).signatures["serving_default"]`` or serve it
+        with TF Serving. ``jit_compile=True`` stores XLA-compiled functions (faster
+        on CPU; TF Serving then needs ``--xla_cpu_compilation_enabled=true``).
+        The outputs equal :meth:`beam_search` run with the same ``jit_compile``.
+        """
+        import keras
+
+        self._check_common("topk", topk, min_ends, temperature)
+        if self.keep_finished or self.no_repeat_ngram_size:
+            raise ValueError("export supports the compiled beam search only: length_penalty=0, "
+                             "keep_finished=False, no_repeat_ngram_size=0")
+        if trie is not None and not (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys):
+            raise ValueError(f"export needs a Trie of at most device_trie_max_keys={self.device_trie_max_keys} "
+                             f"keys, got {trie!r}")
+        program = self._program(topk, min_ends, temperature, trie is not None, jit_compile=bool(jit_compile))
+        constants = list(trie_tensors(trie, self.vocab_size)) if trie is not None else []
+        outputs = lambda ids, lengths, scores: {"ids": ids, "lengths": lengths, "scores": scores}  # noqa: E731
+        tokens = tf.TensorSpec([None, None], tf.int32, name="token_ids")
+        segments = tf.TensorSpec([None, None], tf.int32, name="segment_ids")
+
+        def serve(token_ids, segment_ids):
+            return outputs(*program(token_ids, segment_ids, tf.constant(self.maxlen, tf.int32), *constants))
+
+        def serve_max_length(token_ids, segment_ids, max_length):
+            return outputs(*program(token_ids, segment_ids, max_length, *constants))
+
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.add_endpoint("serve", serve, input_signature=[tokens, segments])
+        archive.add_endpoint(
+            "serve_max_length", serve_max_length,
+            input_signature=[tokens, segments, tf.TensorSpec([], tf.int32, name="max_length")],
+        )
+        path = os.fspath(path)
+        if os.path.exists(path):
+            raise FileExistsError(f"export path {path} already exists; remove it or choose another")
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path) + "-")
+        try:  # a complete SavedModel or nothing at ``path``
+            archive.write_out(tmp, verbose=False)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
 
     def greedy(self, inputs, **kwargs):
         """:meth:`beam_search` with one beam."""
