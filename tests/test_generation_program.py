@@ -159,3 +159,24 @@ def test_export_reproduces_outputs_in_a_process_without_the_package(lm, sources,
     assert served["short"] == short
     with pytest.raises(FileExistsError, match="decoder"):
         generator.export(tmp_path / "decoder", topk=3)
+
+
+def test_lookahead_node_scores_steer_to_the_best_covering_key(lm, sources):
+    from kerasnlp_plus.generation.lookahead import coverage_scores
+
+    srcs = [t for t, _ in sources]
+    keys = [[7000, 7001, END], [7002, END]] + [[s[1], s[2], s[3], END] for s in srcs]  # key b copies source b
+    trie = Trie.from_iterable(keys)
+    generator = Generator(lm, END, MAXLEN, jit_compile=False)
+    scores = coverage_scores(trie, srcs, weight=100.0)
+    offsets, _, _ = trie.to_csr()
+    assert scores.shape == (len(srcs), len(offsets) - 1)
+    # the root holds the best coverage of any key: the 3 copied ids (distinct or not)
+    assert all(scores[b, 0] == 100.0 * 3 for b in range(len(srcs)))
+    plain = generator.beam_search(padded(sources), topk=2, trie=trie)
+    steered = generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores)
+    assert steered == [[s[1], s[2], s[3], END] for s in srcs]
+    assert plain != steered  # the model alone prefers other keys: the hook did the work
+    assert generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=0 * scores) == plain
+    with pytest.raises(ValueError, match="node_scores has shape"):
+        generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores[:, :3])

@@ -275,7 +275,9 @@ class Generator:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
     # --- decoding ----------------------------------------------------------------------
-    def beam_search(self, inputs, topk=1, trie=None, prefix_allowed_tokens=None, min_ends=1, temperature=1.0):
+    def beam_search(
+        self, inputs, topk=1, trie=None, prefix_allowed_tokens=None, min_ends=1, temperature=1.0, node_scores=None
+    ):
         """Beam search over a padded batch; returns one list of ids per source row.
 
         Args:
@@ -288,13 +290,23 @@ class Generator:
                 instead of ``trie``.
             min_ends: how many ``end_id`` end a sequence (2 for ``S [SEP] P [SEP]``).
             temperature: divides the logits (bert4keras' ``temperature``).
+            node_scores: look-ahead rescoring with ``trie``: float ``(batch, nodes)``
+                over the nodes of ``trie.to_csr()`` (e.g.
+                :func:`kerasnlp_plus.generation.lookahead.coverage_scores`); a step
+                from node ``n`` to node ``c`` adds ``node_scores[b, c] -
+                node_scores[b, n]`` to the beam's score, so beams are ranked from the
+                first step by the best they can still reach. Needs the compiled
+                program (a trie of at most ``device_trie_max_keys`` keys).
 
         >>> ids = gen.beam_search([token_ids, segment_ids], topk=3)  # doctest: +SKIP
         """
         self._check_common("topk", topk, min_ends, temperature)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        if node_scores is not None and not (trie is not None and self._uses_program(trie, prefix_allowed_tokens)):
+            raise ValueError("node_scores needs a trie decoded on device (at most device_trie_max_keys keys, "
+                             "no prefix_allowed_tokens / no_repeat_ngram_size / length_penalty)")
         if self._uses_program(trie, prefix_allowed_tokens):
-            ids, lengths, _ = self._run_program(inputs, topk, min_ends, temperature, trie)
+            ids, lengths, _ = self._run_program(inputs, topk, min_ends, temperature, trie, node_scores=node_scores)
             return [[int(t) for t in row[:n]] for row, n in zip(ids, lengths)]
         session, batch, first = self._start(inputs, topk, temperature, "logits")
         rows = [_Beams(first, topk) for _ in range(batch)]
@@ -331,11 +343,11 @@ class Generator:
             return False
         return trie is None or (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys)
 
-    def _program(self, topk, min_ends, temperature, with_trie, jit_compile=None):
+    def _program(self, topk, min_ends, temperature, with_trie, jit_compile=None, with_node_scores=False):
         """The ``tf.function`` of the whole beam search, traced once per key: the
         signature leaves batch and length dynamic, XLA compiles per concrete shape."""
         jit = self.jit_compile if jit_compile is None else jit_compile
-        key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit)
+        key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
         if key not in self._programs:
             step_fn = None
             if with_trie and jit:
@@ -344,7 +356,9 @@ class Generator:
                 step_fn = tf.function(
                     lambda *a: self._step(*a, float(temperature), "logits"), jit_compile=True, autograph=False
                 )
-            program = beam_program(self, topk, min_ends, float(temperature), with_trie, step_fn=step_fn)
+            program = beam_program(
+                self, topk, min_ends, float(temperature), with_trie, step_fn=step_fn, with_node_scores=with_node_scores
+            )
             signature = [
                 tf.TensorSpec([None, None], tf.int32, name="token_ids"),
                 tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
@@ -357,10 +371,22 @@ class Generator:
                     tf.TensorSpec([None], tf.int32, name="trie_children"),
                     tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
                 ]
+            if with_node_scores:
+                signature.append(tf.TensorSpec([None, None], tf.float64, name="node_scores"))
             self._programs[key] = tf.function(
                 program, input_signature=signature, jit_compile=jit and not with_trie, autograph=False
             )
         return self._programs[key]
+
+    def _trie_tensors(self, trie):
+        """The trie's device automaton, kept while the trie is unchanged (a rebuilt
+        trie has a new marisa structure)."""
+        if trie._dirty:
+            trie.compile()
+        memo = getattr(self, "_trie_memo", None)
+        if memo is None or memo[0] is not trie or memo[1] is not trie._m:
+            self._trie_memo = memo = (trie, trie._m, trie_tensors(trie, self.vocab_size))
+        return memo[2]
 
     def _bucketed(self, inputs):
         """Validated inputs padded to the length bucket and the batch bucket."""
@@ -376,12 +402,21 @@ class Generator:
             segment_ids = np.concatenate([segment_ids, np.repeat(segment_ids[:1], rows - batch, 0)])
         return token_ids, segment_ids, batch
 
-    def _run_program(self, inputs, topk, min_ends, temperature, trie, max_length=None):
+    def _run_program(self, inputs, topk, min_ends, temperature, trie, max_length=None, node_scores=None):
         token_ids, segment_ids, batch = self._bucketed(inputs)
         args = [tf.constant(token_ids), tf.constant(segment_ids), tf.constant(max_length or self.maxlen, tf.int32)]
         if trie is not None:
-            args += list(trie_tensors(trie, self.vocab_size))
-        ids, lengths, scores = self._program(topk, min_ends, temperature, trie is not None)(*args)
+            args += list(self._trie_tensors(trie))
+        if node_scores is not None:
+            node_scores = np.asarray(node_scores, np.float64)
+            n_nodes = len(trie.to_csr()[0]) - 1
+            if node_scores.shape != (batch, n_nodes):
+                raise ValueError(f"node_scores has shape {node_scores.shape}; expected (batch, trie nodes) = "
+                                 f"({batch}, {n_nodes})")
+            extra = np.repeat(node_scores[:1], len(token_ids) - batch, 0)
+            args.append(tf.constant(np.concatenate([node_scores, extra])))
+        program = self._program(topk, min_ends, temperature, trie is not None, with_node_scores=node_scores is not None)
+        ids, lengths, scores = program(*args)
         return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
 
     def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
@@ -413,7 +448,7 @@ class Generator:
             raise ValueError(f"export needs a Trie of at most device_trie_max_keys={self.device_trie_max_keys} "
                              f"keys, got {trie!r}")
         program = self._program(topk, min_ends, temperature, trie is not None, jit_compile=bool(jit_compile))
-        constants = list(trie_tensors(trie, self.vocab_size)) if trie is not None else []
+        constants = list(self._trie_tensors(trie)) if trie is not None else []
         outputs = lambda ids, lengths, scores: {"ids": ids, "lengths": lengths, "scores": scores}  # noqa: E731
         tokens = tf.TensorSpec([None, None], tf.int32, name="token_ids")
         segments = tf.TensorSpec([None, None], tf.int32, name="segment_ids")

@@ -48,9 +48,12 @@ def trie_tensors(trie, vocab_size):
     )
 
 
-def _allowed_mask(node, offsets, labels, vocab_size, end_id):
+def _allowed_mask(node, offsets, labels, vocab_size, end_id, children=None, node_scores=None):
     """Bool ``(rows, vocab)``: the ids node ``node[r]`` may take (only ``end_id``
-    for a leaf or for ``node < 0``, a prefix outside the trie)."""
+    for a leaf or for ``node < 0``, a prefix outside the trie). With
+    ``node_scores`` (float64 ``(rows, nodes)``) also the look-ahead adjustment
+    ``(rows, vocab)``: ``node_scores[r, child] - node_scores[r, node]`` on each edge,
+    0 elsewhere."""
     safe = tf.maximum(node, 0)
     start = tf.gather(offsets, safe)
     degree = tf.where(node >= 0, tf.gather(offsets, safe + 1) - start, 0)
@@ -62,7 +65,14 @@ def _allowed_mask(node, offsets, labels, vocab_size, end_id):
         tf.stack([rows, ids], axis=1), tf.ones_like(rows, tf.bool), tf.stack([n_rows, vocab_size])
     )
     leaf = tf.logical_and((degree == 0)[:, None], tf.range(vocab_size)[None, :] == end_id)
-    return tf.logical_or(mask, leaf)
+    mask = tf.logical_or(mask, leaf)
+    if node_scores is None:
+        return mask
+    child = tf.gather(children, edges.flat_values)
+    here = tf.gather(node_scores, safe, batch_dims=1)
+    gain = tf.gather_nd(node_scores, tf.stack([rows, child], axis=1)) - tf.gather(here, rows)
+    adjust = tf.scatter_nd(tf.stack([rows, ids], axis=1), gain, tf.stack([n_rows, vocab_size]))
+    return mask, adjust
 
 
 def _child(node, token, children, edge_keys, vocab_size):
@@ -78,12 +88,17 @@ def _child(node, token, children, edge_keys, vocab_size):
     return tf.reshape(child, tf.shape(node))
 
 
-def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None):
+def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None, with_node_scores=False):
     """The traceable beam search of ``generator`` (see the module docs).
 
     ``step_fn(tokens, parents, cache, index, positions, source_valid,
     source_length)`` runs one cached step and returns ``(logits, cache)``; by
     default the generator's own (inlined, so that XLA compiles it with the loop).
+    ``with_node_scores``: the program takes one more input, float64 ``(batch,
+    nodes)`` scores over the trie's nodes; a step from node ``n`` to ``c`` adds
+    ``scores[b, c] - scores[b, n]`` to the beam's score (look-ahead rescoring: the
+    sum telescopes to ``scores[b, final] - scores[b, root]``, but the search sees
+    it from the first step).
     """
     model = generator.model
     K, V = int(topk), generator.vocab_size
@@ -100,7 +115,8 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None
 
     def program(token_ids, segment_ids, max_steps, *trie):
         if with_trie:
-            offsets, labels, children, edge_keys = trie
+            offsets, labels, children, edge_keys = trie[:4]
+        node_scores = tf.repeat(tf.cast(trie[4], tf.float64), K, axis=0) if with_node_scores else None
         batch, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         rows = batch * K
         total = length + n_first + maxlen
@@ -155,7 +171,12 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None
             logp = tf.cast(s["logits"], tf.float64)
             cand = s["scores"][:, :, None] + tf.reshape(logp, [batch, K, V])
             if with_trie:
-                allowed = _allowed_mask(tf.reshape(s["node"], [-1]), offsets, labels, V, end_id)
+                allowed = _allowed_mask(
+                    tf.reshape(s["node"], [-1]), offsets, labels, V, end_id, children, node_scores
+                )
+                if with_node_scores:
+                    allowed, adjust = allowed
+                    cand = cand + tf.reshape(adjust, [batch, K, V])
                 cand = tf.where(tf.reshape(allowed, [batch, K, V]), cand, NEG_INF)
             values, flat = tf.math.top_k(tf.reshape(cand, [batch, K * V]), k=K, sorted=True)
             selected = tf.logical_and(slot < s["k"][:, None], values > NEG_INF)
