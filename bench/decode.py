@@ -15,6 +15,13 @@ Then the trie overhead: the Generator run again under a ``Trie`` of ``--trie-key
 random keys plus the paths generated above (so the constrained search is not cut
 short), reported per decoding step against the unconstrained run.
 
+Ours is reported cold (a fresh Generator: tracing and XLA compilation included) for
+batches of 1, 6 and 8 and warm for 1 and 8, then the per-step time (32 steps minus 1
+step, over 31) against a floor measured on this machine: the bytes a step must touch
+(every weight once, the source keys/values once per source, the generated ones per
+beam) over the measured memory bandwidth, and its FLOPs over the measured matmul rate;
+the floor is the larger of the two.
+
 Run (2 shared CPU cores: minutes)::
 
     .venv/bin/python bench/decode.py
@@ -141,6 +148,19 @@ def main():
         one = min(_clock(lambda: generator._run_program(**args_, max_length=1)) for _ in range(args.repeats))
         full = min(_clock(lambda: generator._run_program(**args_)) for _ in range(args.repeats))
         step_times[batch] = (full - one) / (args.steps - 1)
+    # the same step with a full cache (every beam a copy of its source's slots, all gathered)
+    full_cache = Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps,
+                           jit_compile=not args.no_jit, lean_cache=False)
+    batch = len(sources)
+    args_ = dict(inputs=[token_ids, segment_ids], topk=args.topk, min_ends=1, temperature=1.0, trie=None)
+    full_cache._run_program(**args_, max_length=1)
+    full_cache._run_program(**args_)
+    one = min(_clock(lambda: full_cache._run_program(**args_, max_length=1)) for _ in range(args.repeats))
+    full = min(_clock(lambda: full_cache._run_program(**args_)) for _ in range(args.repeats))
+    full_step = (full - one) / (args.steps - 1)
+    print(f"\nstep, batch of {batch}: lean cache {1000 * step_times[batch]:.2f} ms, full per-beam cache "
+          f"{1000 * full_step:.2f} ms ({full_step / step_times[batch]:.2f}x); batch 1 -> {batch}: "
+          f"{step_times[batch] / step_times[1]:.2f}x per step")
     bandwidth, flops_rate = measure_machine()
     print(f"\nmachine (measured now, loaded by others): memory bandwidth {bandwidth / 1e9:.1f} GB/s, "
           f"matmul {flops_rate / 1e9:.0f} GFLOP/s (float32, TensorFlow, all threads)")

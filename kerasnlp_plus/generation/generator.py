@@ -93,6 +93,8 @@ class Generator:
             an automaton on device (``Trie.to_csr``) and decoding stays in the
             compiled loop; a larger one (a whole knowledge base) is queried from
             the host loop between steps.
+        lean_cache: in the compiled program, keep each source's keys/values once
+            (not once per beam) and gather only the generated slots by beam parent.
 
     Beam search and greedy decoding run as one compiled program (a
     ``tf.while_loop``, see :mod:`kerasnlp_plus.generation.program`) unless they need
@@ -122,6 +124,7 @@ class Generator:
         length_bucket=16,
         batch_bucket=True,
         device_trie_max_keys=1_000_000,
+        lean_cache=True,
     ):
         model = getattr(model, "model", model)  # the return_keras_model=False handle
         application = getattr(model, "application", None)
@@ -168,6 +171,7 @@ class Generator:
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
         self.batch_bucket = bool(batch_bucket)
         self.device_trie_max_keys = _check_int("device_trie_max_keys", device_trie_max_keys, 0)
+        self.lean_cache = bool(lean_cache)
         self._programs = {}
 
     # --- the model pieces (traced) ---------------------------------------------------
@@ -349,15 +353,11 @@ class Generator:
         jit = self.jit_compile if jit_compile is None else jit_compile
         key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
         if key not in self._programs:
-            step_fn = None
-            if with_trie and jit:
-                # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
-                # the loop runs as a graph and each model step as an XLA cluster.
-                step_fn = tf.function(
-                    lambda *a: self._step(*a, float(temperature), "logits"), jit_compile=True, autograph=False
-                )
+            # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
+            # then the loop runs as a graph and each model step as an XLA cluster.
             program = beam_program(
-                self, topk, min_ends, float(temperature), with_trie, step_fn=step_fn, with_node_scores=with_node_scores
+                self, topk, min_ends, float(temperature), with_trie, jit_steps=with_trie and jit,
+                with_node_scores=with_node_scores,
             )
             signature = [
                 tf.TensorSpec([None, None], tf.int32, name="token_ids"),

@@ -88,12 +88,15 @@ def _child(node, token, children, edge_keys, vocab_size):
     return tf.reshape(child, tf.shape(node))
 
 
-def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None, with_node_scores=False):
+def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=False, with_node_scores=False):
     """The traceable beam search of ``generator`` (see the module docs).
 
-    ``step_fn(tokens, parents, cache, index, positions, source_valid,
-    source_length)`` runs one cached step and returns ``(logits, cache)``; by
-    default the generator's own (inlined, so that XLA compiles it with the loop).
+    ``jit_steps``: compile each model step on its own with XLA (for a loop that
+    XLA cannot compile as a whole, the trie's); otherwise the steps are inlined.
+
+    With ``generator.lean_cache`` the sources' keys/values are computed and kept
+    once per source, and only the generated slots (``batch * topk`` rows) are
+    gathered by beam parent each step; otherwise every beam has a full copy.
     ``with_node_scores``: the program takes one more input, float64 ``(batch,
     nodes)`` scores over the trie's nodes; a step from node ``n`` to ``c`` adds
     ``scores[b, c] - scores[b, n]`` to the beam's score (look-ahead rescoring: the
@@ -106,12 +109,29 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None
     first = [] if generator.start_id is None else [generator.start_id]
     n_first = len(first)
 
-    def step(tokens, parents, cache, index, positions, source_valid, source_length):
-        if step_fn is not None:
-            return step_fn(tokens, parents, cache, index, positions, source_valid, source_length)
+    lean = generator.lean_cache
+    n_slots = n_first + maxlen  # generated slots of the lean cache
+    segment_id = generator.segment_id
+
+    def full_step(tokens, parents, cache, column, positions, source_valid, source_length):
         return generator._step(
-            tokens, parents, cache, index, positions, source_valid, source_length, temperature, "logits"
+            tokens, parents, cache, source_length + column, positions, source_valid, source_length,
+            temperature, "logits",
         )
+
+    def lean_step(tokens, parents, cache, column, positions, source_cache, source_valid):
+        cache = tf.gather(cache, parents, axis=1)  # the generated slots only
+        generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
+        visible = tf.concat([source_valid, generated], axis=1)[:, None, :]
+        hidden, cache = model.call_with_cache(
+            tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
+            position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
+        )
+        return generator._scores(hidden[:, 0], temperature, "logits"), cache
+
+    raw_step = lean_step if lean else full_step
+    if jit_steps:
+        raw_step = tf.function(raw_step, jit_compile=True, autograph=False)
 
     def program(token_ids, segment_ids, max_steps, *trie):
         if with_trie:
@@ -124,23 +144,31 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None
         valid = tf.not_equal(token_ids, 0)
         lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
 
-        # --- prefill: the sources once (then repeated per beam) ----------------------
+        # --- prefill: the sources once ---------------------------------------------------
         rank = masks.application_ranks(model.application, token_ids, segment_ids)
         mask = masks.visibility(rank, rank, valid)
-        mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
         positions = tf.broadcast_to(tf.range(length)[None], tf.shape(token_ids))
-        cache = model.init_cache(batch, total)
-        hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
+        if lean:
+            source_cache = model.init_cache(batch, length)
+            hidden, source_cache = generator._forward(token_ids, segment_ids, positions, source_cache, 0, mask)
+            cache = model.init_cache(rows, n_slots)
+            context = (source_cache, tf.repeat(valid, K, axis=0))
+        else:  # every beam's row holds a copy of its source's slots
+            mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
+            cache = model.init_cache(batch, total)
+            hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
+            cache = tf.repeat(cache, K, axis=1)
+            context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         last = tf.gather(hidden, lengths - 1, batch_dims=1)
         logits = generator._scores(last, temperature, "logits")
-        cache = tf.repeat(cache, K, axis=1)
-        source_valid = tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0)
         row_lengths = tf.repeat(lengths, K)
         own = tf.range(rows)
+
+        def step(tokens, parents, cache, column):
+            return raw_step(tokens, parents, cache, column, row_lengths + column, *context)
+
         if first:
-            logits, cache = step(
-                tf.fill([rows], first[0]), own, cache, length, row_lengths, source_valid, length
-            )
+            logits, cache = step(tf.fill([rows], first[0]), own, cache, 0)
         else:
             logits = tf.repeat(logits, K, axis=0)
 
@@ -215,10 +243,7 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, step_fn=None
             more = tf.logical_and(i + 1 < max_steps, tf.logical_not(tf.reduce_all(out["done"])))
 
             def advance():
-                return step(
-                    tokens, tf.reshape(parents, [-1]), s["cache"], length + n_first + i,
-                    row_lengths + n_first + i, source_valid, length,
-                )
+                return step(tokens, tf.reshape(parents, [-1]), s["cache"], n_first + i)
 
             out["logits"], out["cache"] = tf.cond(more, advance, lambda: (s["logits"], s["cache"]))
             return (out,)

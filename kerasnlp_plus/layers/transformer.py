@@ -109,7 +109,9 @@ class TransformerBlock(keras.layers.Layer):
         cache=None,
         cache_update_index=None,
         training=None,
+        source_cache=None,
     ):
+        extra = {} if source_cache is None else {"source_cache": source_cache}  # lean decoding cache
         attended = self.attention(
             x,
             value=value,
@@ -118,6 +120,7 @@ class TransformerBlock(keras.layers.Layer):
             cache=cache,
             cache_update_index=cache_update_index,
             training=training,
+            **extra,
         )
         if cache is not None:
             attended, cache = attended
