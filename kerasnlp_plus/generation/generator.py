@@ -2,7 +2,11 @@
 
 :class:`Generator` encodes a padded batch of sources once, then feeds only the newest
 token of every beam (or sample) through the key/value cache, one compiled step per
-token. The cache holds ``batch * beams`` rows of ``source_length + maxlen`` slots;
+token. Beam search and greedy decoding run as one compiled program
+(:mod:`kerasnlp_plus.generation.program`: a ``tf.while_loop`` on device, the trie as a
+CSR automaton, the sources' keys/values kept once per source and only the generated
+slots gathered by beam parent). The host loop (callbacks, n-gram bans, length
+penalty, sampling) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
 each step gathers the rows by beam parent, writes the new keys/values at the next slot
 and attends over the source's real tokens plus the generated slots. A row of a padded
 batch with ``n`` real source tokens gives its generated token ``t`` the position
