@@ -395,8 +395,12 @@ class Generator:
     def _bucketed(self, inputs):
         """Validated inputs padded to the length bucket and the batch bucket."""
         token_ids, segment_ids, _ = self._prepare(inputs)
-        batch = token_ids.shape[0]
-        pad = -token_ids.shape[1] % self.length_bucket
+        batch, length = token_ids.shape
+        pad = -length % self.length_bucket
+        table = getattr(self.model, "position_embedding", None)
+        if table is not None and hasattr(table, "max_length"):
+            # Padded positions are embedded too: never round up beyond the table.
+            pad = max(0, min(pad, table.max_length - length))
         rows = 1 << (batch - 1).bit_length() if self.batch_bucket else batch
         if pad or rows != batch:
             token_ids = np.pad(token_ids, [(0, 0), (0, pad)])
