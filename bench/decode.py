@@ -15,6 +15,13 @@ Then the trie overhead: the Generator run again under a ``Trie`` of ``--trie-key
 random keys plus the paths generated above (so the constrained search is not cut
 short), reported per decoding step against the unconstrained run.
 
+Ours is reported cold (a fresh Generator: tracing and XLA compilation included) for
+batches of 1, 6 and 8 and warm for 1 and 8, then the per-step time (32 steps minus 1
+step, over 31) against a floor measured on this machine: the bytes a step must touch
+(every weight once, the source keys/values once per source, the generated ones per
+beam) over the measured memory bandwidth, and its FLOPs over the measured matmul rate;
+the floor is the larger of the two.
+
 Run (2 shared CPU cores: minutes)::
 
     .venv/bin/python bench/decode.py
@@ -100,22 +107,71 @@ def main():
     note = "" if n_base == len(sources) else f" (measured on {n_base}, scaled to {len(sources)})"
     print(f"uncached AutoRegressiveDecoder, one source at a time: {t_base:.2f} s{note}")
 
-    # --- Generator -----------------------------------------------------------------------
-    generator = Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps,
-                          jit_compile=not args.no_jit)
+    # --- Generator: cold (fresh Generator: trace + XLA compile included), then warm --------
+    def make():
+        return Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps, jit_compile=not args.no_jit)
 
-    def run(**kwargs):
+    def timed(generator, batch, **kwargs):
         t0 = time.perf_counter()
-        out = generator.beam_search([token_ids, segment_ids], topk=args.topk, **kwargs)
+        out = generator.beam_search([token_ids[:batch], segment_ids[:batch]], topk=args.topk, **kwargs)
         return time.perf_counter() - t0, out
 
-    t_first, _ = run()
-    print(f"Generator first call (tracing + XLA compile): {t_first:.2f} s")
-    t_gen, generated = min(run() for _ in range(args.repeats))
+    cold = {}
+    for batch in (1, 6, len(sources)):
+        if batch <= len(sources):
+            cold[batch], _ = timed(make(), batch)
+    generator = make()
+    warm, outputs = {}, {}
+    for batch in (1, len(sources)):
+        timed(generator, batch)  # compile this shape class
+        runs = [timed(generator, batch) for _ in range(args.repeats)]
+        warm[batch] = min(t for t, _ in runs)
+        outputs[batch] = runs[0][1]
+    generated = outputs[len(sources)]
     same = sum(a == b for a, b in zip(baseline, generated))
-    print(f"Generator, batch of {len(sources)}, cached: {t_gen:.2f} s "
-          f"(best of {args.repeats}; {1000 * t_gen / args.steps:.1f} ms per step)")
-    print(f"speedup: {t_base / t_gen:.1f}x; identical outputs on the {n_base} baseline sources: {same}/{n_base}")
+    base_per_source = t_base / len(sources)
+    print(f"\n{'':28s}{'bert4keras':>12s}{'ours cold':>12s}{'ours warm':>12s}{'cold x':>9s}{'warm x':>9s}")
+    for batch in sorted(cold):
+        b4k = base_per_source * batch  # one source at a time: linear in the batch
+        w = warm.get(batch)
+        print(f"{'batch of %d' % batch:28s}{b4k:11.2f}s{cold[batch]:11.2f}s"
+              + (f"{w:11.3f}s" if w else f"{'-':>12s}") + f"{b4k / cold[batch]:8.1f}x"
+              + (f"{b4k / w:8.1f}x" if w else f"{'-':>9s}"))
+    print(f"identical outputs to bert4keras on the {n_base} baseline sources (length penalty 0): {same}/{n_base}")
+
+    # --- per-step time against this machine's floor ----------------------------------------
+    step_times = {}
+    for batch in (1, len(sources)):
+        args_ = dict(inputs=[token_ids[:batch], segment_ids[:batch]], topk=args.topk, min_ends=1,
+                     temperature=1.0, trie=None)
+        generator._run_program(**args_, max_length=1)
+        one = min(_clock(lambda: generator._run_program(**args_, max_length=1)) for _ in range(args.repeats))
+        full = min(_clock(lambda: generator._run_program(**args_)) for _ in range(args.repeats))
+        step_times[batch] = (full - one) / (args.steps - 1)
+    # the same step with a full cache (every beam a copy of its source's slots, all gathered)
+    full_cache = Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps,
+                           jit_compile=not args.no_jit, lean_cache=False)
+    batch = len(sources)
+    args_ = dict(inputs=[token_ids, segment_ids], topk=args.topk, min_ends=1, temperature=1.0, trie=None)
+    full_cache._run_program(**args_, max_length=1)
+    full_cache._run_program(**args_)
+    one = min(_clock(lambda: full_cache._run_program(**args_, max_length=1)) for _ in range(args.repeats))
+    full = min(_clock(lambda: full_cache._run_program(**args_)) for _ in range(args.repeats))
+    full_step = (full - one) / (args.steps - 1)
+    print(f"\nstep, batch of {batch}: lean cache {1000 * step_times[batch]:.2f} ms, full per-beam cache "
+          f"{1000 * full_step:.2f} ms ({full_step / step_times[batch]:.2f}x); batch 1 -> {batch}: "
+          f"{step_times[batch] / step_times[1]:.2f}x per step")
+    bandwidth, flops_rate = measure_machine()
+    print(f"\nmachine (measured now, loaded by others): memory bandwidth {bandwidth / 1e9:.1f} GB/s, "
+          f"matmul {flops_rate / 1e9:.0f} GFLOP/s (float32, TensorFlow, all threads)")
+    for batch in (1, len(sources)):
+        source_len = int(np.ceil(token_ids.shape[1] / generator.length_bucket) * generator.length_bucket)
+        nbytes, flops = step_cost(model, batch, args.topk, source_len, args.steps)
+        floor = max(nbytes / bandwidth, flops / flops_rate)
+        print(f"batch of {batch}: step {1000 * step_times[batch]:.2f} ms; floor {1000 * floor:.2f} ms "
+              f"({nbytes / 2**20:.0f} MiB touched -> {1000 * nbytes / bandwidth:.2f} ms, "
+              f"{flops / 1e9:.2f} GFLOP -> {1000 * flops / flops_rate:.2f} ms); ratio {step_times[batch] / floor:.2f}x")
+    t_gen = warm[len(sources)]
 
     # --- trie overhead -----------------------------------------------------------------------
     rng = np.random.default_rng(0)
@@ -129,7 +185,10 @@ def main():
             trie.add(list(ids[:cut]) + list(rng.integers(106, tokenizer.vocab_size, size=args.steps - cut)))
     trie.compile()
     print(f"trie: {len(trie)} keys, built in {time.perf_counter() - t0:.2f} s")
-    run(trie=trie)  # warm-up
+    def run(**kwargs):
+        return timed(generator, len(sources), **kwargs)
+
+    run(trie=trie)  # warm-up (builds the device automaton once)
     # Interleaved runs, best of each: the machine is shared, so single runs are noisy.
     plain, constrained_runs = [], []
     for _ in range(args.repeats):
@@ -143,6 +202,44 @@ def main():
           f"({1000 * t_plain / args.steps:.1f} / {1000 * t_trie / args.steps:.1f} ms per step); "
           f"trie overhead {100 * overhead:+.1f}% per step; constrained outputs equal to unconstrained: "
           f"{sum(a == b for a, b in zip(generated, constrained))}/{len(generated)}")
+
+
+def _clock(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_machine():
+    """Memory bandwidth (bytes read + written by a 256 MiB copy) and float32 matmul
+    rate (2048 x 2048, TensorFlow), best of a few runs each."""
+    import tensorflow as tf
+
+    src = np.ones(2**26, np.float32)
+    dst = np.empty_like(src)
+    copy = min(_clock(lambda: np.copyto(dst, src)) for _ in range(5))
+    bandwidth = 2 * src.nbytes / copy
+    a = tf.random.normal([2048, 2048])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, a)))
+    matmul()
+    t = min(_clock(lambda: matmul().numpy()) for _ in range(5))
+    return bandwidth, 2 * 2048**3 / t
+
+
+def step_cost(model, batch, beams, source_len, steps):
+    """Bytes and FLOPs of one decoding step at its least: every weight read once
+    (the MLM head reads the whole token embedding), the cache read once (the
+    source's keys/values once per source row, the generated ones per beam, at the
+    middle step), float32."""
+    rows = batch * beams
+    weights = sum(int(np.prod(w.shape)) for w in model.weights)
+    hidden, layers = model.hidden_size, model.num_layers
+    generated = steps // 2
+    cache = layers * 2 * hidden * (batch * source_len + rows * generated)
+    nbytes = 4 * (weights + cache)
+    embeddings = int(np.prod(model.position_embedding.weights[0].shape)) + model.type_vocab_size * hidden
+    flops = 2 * rows * (weights - embeddings) + 4 * rows * layers * hidden * (source_len + generated)
+    return nbytes, flops
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ class Decoder:
         self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen)
         self.batch_size = batch_size
 
-    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None):
+    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None, node_scores_fn=None):
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         results = [None] * len(sources)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -275,6 +275,8 @@ class Decoder:
             kwargs = {"topk": topk, "min_ends": min_ends}
             if trie is not None:
                 kwargs["trie"] = trie
+            if node_scores_fn is not None:  # look-ahead scores of this batch's sources
+                kwargs["node_scores"] = node_scores_fn([sources[i] for i in idx])
             outputs = self.generator.beam_search([token_ids, segment_ids], **kwargs)
             for i, out in zip(idx, outputs):
                 results[i] = [int(t) for t in out]

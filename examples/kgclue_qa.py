@@ -20,9 +20,13 @@ lower-casing and whitespace normalisation) on S, P, O and S+P+O; the score is
 ``0.5*EM(O) + 0.5*F1(O)``. Predictions are written as the submission format,
 json lines ``{"id": ..., "answer": "S ||| P ||| O"}``.
 
-Not done: bojone's look-ahead rescoring (weighting each allowed next token by how
-many more question tokens its completions could still cover; +4 points in the
-blog). It needs a per-step hook into the beam search with the candidates' keys.
+``--lookahead W`` adds look-ahead rescoring (the blog's idea: prefer the branches
+whose keys can still cover more of the question): the score of a beam changes at
+every step by ``W`` times the change of the most question tokens a key below its
+trie node contains (:func:`kerasnlp_plus.generation.lookahead.coverage_scores`,
+the Generator's ``node_scores`` hook). ``--load-weights`` skips training and only
+answers dev (and test_public), e.g. to compare with and without look-ahead on the
+same weights.
 
 Typical run (KgCLUE files in ``kgclue/``)::
 
@@ -342,6 +346,9 @@ def parse_args(argv=None):
     g.add_argument("--max-question-len", type=int, default=64, help="question tokens incl. [CLS]/[SEP]")
     g.add_argument("--max-key-len", type=int, default=64, help="answer-key tokens incl. its 3 [SEP]")
     g.add_argument("--beam", type=int, default=1)
+    g.add_argument("--lookahead", type=float, default=0.0, metavar="W",
+                   help="look-ahead rescoring weight (0: off)")
+    g.add_argument("--load-weights", help="skip training: load these weights, answer dev and test_public")
     g.add_argument("--decode-batch-size", type=int, default=64)
     g.add_argument("--output", default="runs/kgclue_qa")
     g.add_argument("--seed", type=int, default=42)
@@ -445,8 +452,15 @@ def main(args=None, log=print):
         from tqdm import tqdm
 
         sources = [ids for ids, _ in tokenizer.encode_batch(list(questions), maxlen=args.max_question_len)]
+        node_scores_fn = None
+        if args.lookahead:
+            from kerasnlp_plus.generation.lookahead import coverage_scores
+
+            def node_scores_fn(batch):
+                return coverage_scores(trie, batch, weight=args.lookahead)
+
         outs = decoder.decode(sources, topk=args.beam, trie=trie, min_ends=3, progress=lambda b: tqdm(
-            b, desc="answering", leave=False, disable=not args.verbose))
+            b, desc="answering", leave=False, disable=not args.verbose), node_scores_fn=node_scores_fn)
         preds = []
         for out in outs:
             if out and out[-1] != keys.sep and out.count(keys.sep) == 2:
@@ -455,6 +469,8 @@ def main(args=None, log=print):
             preds.append(tuple(values[0].split("\t")) if values else ("", "", ""))
         return preds
 
+    if args.load_weights:
+        return evaluate_only(args, model, answer, valid, test, output, timer, log)
     evaluator = QAEvaluator(answer, valid, args, log=log)
     batch_losses = common.BatchLossHistory()
     valid_loss_before = float(model.evaluate(valid_ds, verbose=0))
@@ -496,6 +512,25 @@ def main(args=None, log=print):
     if source == "scratch":
         log("note: a tiny model trained from scratch; NOT comparable to the published ~89-91 "
             "(RoFormer-Sim-FT, full KB).")
+    return results
+
+
+def evaluate_only(args, model, answer, valid, test, output, timer, log):
+    """Answer dev and test_public with saved weights (no training)."""
+    model.load_weights(args.load_weights)
+    results = {"weights": args.load_weights, "beam": args.beam, "lookahead": args.lookahead}
+    for name, records in (("dev", valid), ("test_public", test)):
+        if not records:
+            continue
+        t = common.Timer()
+        preds = answer([q for _, q, _ in records])
+        m = results[name] = {**kgclue_metrics(preds, [a for _, _, a in records]), "decode_seconds": t()}
+        write_predictions(output / f"{name}_predictions.json", records, preds)
+        log(f"{name}: score {m['score']:.2f} (EM_O {m['EM_O']:.2f}, F1_O {m['F1_O']:.2f}, "
+            f"EM_All {m['EM_All']:.2f}) on {len(records)} questions, beam {args.beam}, "
+            f"look-ahead {args.lookahead:g}, {m['decode_seconds']:.1f} s")
+    results["total_seconds"] = timer()
+    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     return results
 
 

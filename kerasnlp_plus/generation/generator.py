@@ -2,7 +2,11 @@
 
 :class:`Generator` encodes a padded batch of sources once, then feeds only the newest
 token of every beam (or sample) through the key/value cache, one compiled step per
-token. The cache holds ``batch * beams`` rows of ``source_length + maxlen`` slots;
+token. Beam search and greedy decoding run as one compiled program
+(:mod:`kerasnlp_plus.generation.program`: a ``tf.while_loop`` on device, the trie as a
+CSR automaton, the sources' keys/values kept once per source and only the generated
+slots gathered by beam parent). The host loop (callbacks, n-gram bans, length
+penalty, sampling) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
 each step gathers the rows by beam parent, writes the new keys/values at the next slot
 and attends over the source's real tokens plus the generated slots. A row of a padded
 batch with ``n`` real source tokens gives its generated token ``t`` the position
@@ -34,6 +38,10 @@ Example::
     segment_ids = sequence_padding([s for _, s in batch])
     titles = [tokenizer.decode(ids) for ids in gen.beam_search([token_ids, segment_ids], topk=3)]
 """
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -48,6 +56,9 @@ from kerasnlp_plus.snippets import (
     select_topk,
     sequence_padding,
 )
+
+from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.trie import Trie
 
 __all__ = ["Generator"]
 
@@ -80,6 +91,23 @@ class Generator:
         length_bucket: pad the source length up to a multiple of this (padding is
             masked, results are unchanged) so batches of similar lengths reuse one
             compiled graph instead of retracing per padded length.
+        batch_bucket: pad the batch up to a power of two (repeating the first
+            source; the extra rows are dropped) so that varying batch sizes compile
+            a handful of XLA programs, not one per size.
+        device_trie_max_keys: a ``trie`` with at most this many keys is turned into
+            an automaton on device (``Trie.to_csr``) and decoding stays in the
+            compiled loop; a larger one (a whole knowledge base) is queried from
+            the host loop between steps.
+        lean_cache: in the compiled program, keep each source's keys/values once
+            (not once per beam) and gather only the generated slots by beam parent.
+
+    Beam search and greedy decoding run as one compiled program (a
+    ``tf.while_loop``, see :mod:`kerasnlp_plus.generation.program`) unless they need
+    the host: ``prefix_allowed_tokens`` (a Python callback), ``no_repeat_ngram_size``,
+    ``length_penalty != 0`` / ``keep_finished`` and tries above
+    ``device_trie_max_keys`` run the step-by-step host loop, with identical results.
+    The program is traced once per (topk, min_ends, temperature, trie or not) with
+    dynamic shapes; XLA then compiles once per (batch bucket, length bucket).
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -99,6 +127,9 @@ class Generator:
         segment_id=None,
         jit_compile=True,
         length_bucket=16,
+        batch_bucket=True,
+        device_trie_max_keys=1_000_000,
+        lean_cache=True,
     ):
         model = getattr(model, "model", model)  # the return_keras_model=False handle
         application = getattr(model, "application", None)
@@ -143,6 +174,10 @@ class Generator:
         self._probabilities = with_mlm in (True, "softmax")
         self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
+        self.batch_bucket = bool(batch_bucket)
+        self.device_trie_max_keys = _check_int("device_trie_max_keys", device_trie_max_keys, 0)
+        self.lean_cache = bool(lean_cache)
+        self._programs = {}
 
     # --- the model pieces (traced) ---------------------------------------------------
     def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask):
@@ -249,7 +284,9 @@ class Generator:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
     # --- decoding ----------------------------------------------------------------------
-    def beam_search(self, inputs, topk=1, trie=None, prefix_allowed_tokens=None, min_ends=1, temperature=1.0):
+    def beam_search(
+        self, inputs, topk=1, trie=None, prefix_allowed_tokens=None, min_ends=1, temperature=1.0, node_scores=None
+    ):
         """Beam search over a padded batch; returns one list of ids per source row.
 
         Args:
@@ -262,6 +299,13 @@ class Generator:
                 instead of ``trie``.
             min_ends: how many ``end_id`` end a sequence (2 for ``S [SEP] P [SEP]``).
             temperature: divides the logits (bert4keras' ``temperature``).
+            node_scores: look-ahead rescoring with ``trie``: float ``(batch, nodes)``
+                over the nodes of ``trie.to_csr()`` (e.g.
+                :func:`kerasnlp_plus.generation.lookahead.coverage_scores`); a step
+                from node ``n`` to node ``c`` adds ``node_scores[b, c] -
+                node_scores[b, n]`` to the beam's score, so beams are ranked from the
+                first step by the best they can still reach. Needs the compiled
+                program (a trie of at most ``device_trie_max_keys`` keys).
 
         >>> from kerasnlp_plus.models import build_transformer_model
         >>> model = build_transformer_model(None, vocab_size=20, hidden_size=8, num_hidden_layers=1,
@@ -275,6 +319,12 @@ class Generator:
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("topk", topk, min_ends, temperature)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        if node_scores is not None and not (trie is not None and self._uses_program(trie, prefix_allowed_tokens)):
+            raise ValueError("node_scores needs a trie decoded on device (at most device_trie_max_keys keys, "
+                             "no prefix_allowed_tokens / no_repeat_ngram_size / length_penalty)")
+        if self._uses_program(trie, prefix_allowed_tokens):
+            ids, lengths, _ = self._run_program(inputs, topk, min_ends, temperature, trie, node_scores=node_scores)
+            return [[int(t) for t in row[:n]] for row, n in zip(ids, lengths)]
         session, batch, first = self._start(inputs, topk, temperature, "logits")
         rows = [_Beams(first, topk) for _ in range(batch)]
         k_max = int(topk)
@@ -303,6 +353,149 @@ class Generator:
                 break
             session.advance(tokens, parents, column=len(first) + step)
         return [self._final(row, len(first)) for row in rows]
+
+    # --- the compiled program --------------------------------------------------------
+    def _uses_program(self, trie, prefix_allowed_tokens):
+        if prefix_allowed_tokens is not None or self.no_repeat_ngram_size or self.keep_finished:
+            return False
+        return trie is None or (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys)
+
+    def _program(self, topk, min_ends, temperature, with_trie, jit_compile=None, with_node_scores=False):
+        """The ``tf.function`` of the whole beam search, traced once per key: the
+        signature leaves batch and length dynamic, XLA compiles per concrete shape."""
+        jit = self.jit_compile if jit_compile is None else jit_compile
+        key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
+        if key not in self._programs:
+            # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
+            # then the loop runs as a graph and each model step as an XLA cluster.
+            program = beam_program(
+                self, topk, min_ends, float(temperature), with_trie, jit_steps=with_trie and jit,
+                with_node_scores=with_node_scores,
+            )
+            signature = [
+                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+                tf.TensorSpec([], tf.int32, name="max_length"),
+            ]
+            if with_trie:
+                signature += [
+                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
+                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
+                    tf.TensorSpec([None], tf.int32, name="trie_children"),
+                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
+                ]
+            if with_node_scores:
+                signature.append(tf.TensorSpec([None, None], tf.float64, name="node_scores"))
+            self._programs[key] = tf.function(
+                program, input_signature=signature, jit_compile=jit and not with_trie, autograph=False
+            )
+        return self._programs[key]
+
+    def _trie_tensors(self, trie):
+        """The trie's device automaton, kept while the trie is unchanged (a rebuilt
+        trie has a new marisa structure)."""
+        if trie._dirty:
+            trie.compile()
+        memo = getattr(self, "_trie_memo", None)
+        if memo is None or memo[0] is not trie or memo[1] is not trie._m:
+            self._trie_memo = memo = (trie, trie._m, trie_tensors(trie, self.vocab_size))
+        return memo[2]
+
+    def _bucketed(self, inputs):
+        """Validated inputs padded to the length bucket and the batch bucket."""
+        token_ids, segment_ids, _ = self._prepare(inputs)
+        batch, length = token_ids.shape
+        pad = -length % self.length_bucket
+        table = getattr(self.model, "position_embedding", None)
+        if table is not None and hasattr(table, "max_length"):
+            # Padded positions are embedded too: never round up beyond the table.
+            pad = max(0, min(pad, table.max_length - length))
+        rows = 1 << (batch - 1).bit_length() if self.batch_bucket else batch
+        if pad or rows != batch:
+            token_ids = np.pad(token_ids, [(0, 0), (0, pad)])
+            segment_ids = np.pad(segment_ids, [(0, 0), (0, pad)])
+            # Extra rows repeat the first source (a real one: no empty-row corner case).
+            token_ids = np.concatenate([token_ids, np.repeat(token_ids[:1], rows - batch, 0)])
+            segment_ids = np.concatenate([segment_ids, np.repeat(segment_ids[:1], rows - batch, 0)])
+        return token_ids, segment_ids, batch
+
+    def _run_program(self, inputs, topk, min_ends, temperature, trie, max_length=None, node_scores=None):
+        token_ids, segment_ids, batch = self._bucketed(inputs)
+        args = [tf.constant(token_ids), tf.constant(segment_ids), tf.constant(max_length or self.maxlen, tf.int32)]
+        if trie is not None:
+            args += list(self._trie_tensors(trie))
+        if node_scores is not None:
+            node_scores = np.asarray(node_scores, np.float64)
+            n_nodes = len(trie.to_csr()[0]) - 1
+            if node_scores.shape != (batch, n_nodes):
+                raise ValueError(f"node_scores has shape {node_scores.shape}; expected (batch, trie nodes) = "
+                                 f"({batch}, {n_nodes})")
+            extra = np.repeat(node_scores[:1], len(token_ids) - batch, 0)
+            args.append(tf.constant(np.concatenate([node_scores, extra])))
+        program = self._program(topk, min_ends, temperature, trie is not None, with_node_scores=node_scores is not None)
+        ids, lengths, scores = program(*args)
+        return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
+
+    def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
+        """Write a SavedModel of :meth:`beam_search` (``topk`` beams) to ``path``.
+
+        Two signatures, both returning ``{"ids", "lengths", "scores"}`` (ids int32
+        ``(batch, max_length)`` padded with 0 after ``lengths[b]`` ids, scores the
+        summed log-probabilities, float64):
+
+        * ``serving_default(token_ids, segment_ids)``: int32 ``(batch, length)``,
+          padded with 0 at the end, decoding up to ``maxlen`` tokens;
+        * ``serve_max_length(token_ids, segment_ids, max_length)``: at most
+          ``max_length`` (int32 scalar, clipped to ``[1, maxlen]``) tokens.
+
+        ``trie`` (at most ``device_trie_max_keys`` keys) is stored in the graph as
+        its CSR automaton. The program needs nothing but TensorFlow: load it with
+        ``tf.saved_model.load(path).signatures["serving_default"]`` or serve it
+        with TF Serving. ``jit_compile=True`` stores XLA-compiled functions (faster
+        on CPU; TF Serving then needs ``--xla_cpu_compilation_enabled=true``).
+        The outputs equal :meth:`beam_search` run with the same ``jit_compile``.
+        """
+        import keras
+
+        self._check_common("topk", topk, min_ends, temperature)
+        if self.keep_finished or self.no_repeat_ngram_size:
+            raise ValueError("export supports the compiled beam search only: length_penalty=0, "
+                             "keep_finished=False, no_repeat_ngram_size=0")
+        if trie is not None and not (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys):
+            raise ValueError(f"export needs a Trie of at most device_trie_max_keys={self.device_trie_max_keys} "
+                             f"keys, got {trie!r}")
+        program = self._program(topk, min_ends, temperature, trie is not None, jit_compile=bool(jit_compile))
+        constants = list(self._trie_tensors(trie)) if trie is not None else []
+        outputs = lambda ids, lengths, scores: {"ids": ids, "lengths": lengths, "scores": scores}  # noqa: E731
+        tokens = tf.TensorSpec([None, None], tf.int32, name="token_ids")
+        segments = tf.TensorSpec([None, None], tf.int32, name="segment_ids")
+
+        def serve(token_ids, segment_ids):
+            return outputs(*program(token_ids, segment_ids, tf.constant(self.maxlen, tf.int32), *constants))
+
+        def serve_max_length(token_ids, segment_ids, max_length):
+            return outputs(*program(token_ids, segment_ids, max_length, *constants))
+
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.add_endpoint("serve", serve, input_signature=[tokens, segments])
+        archive.add_endpoint(
+            "serve_max_length", serve_max_length,
+            input_signature=[tokens, segments, tf.TensorSpec([], tf.int32, name="max_length")],
+        )
+        path = os.fspath(path)
+        if os.path.exists(path):
+            raise FileExistsError(f"export path {path} already exists; remove it or choose another")
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(path) + "-")
+        try:  # a complete SavedModel or nothing at ``path``
+            archive.write_out(tmp, verbose=False)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
 
     def greedy(self, inputs, **kwargs):
         """:meth:`beam_search` with one beam."""

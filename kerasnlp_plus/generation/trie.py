@@ -730,6 +730,54 @@ class Trie:
     def __iter__(self):
         return self.keys()
 
+    def to_csr(self):
+        """The trie as an explicit automaton in CSR form, for decoding on device.
+
+        Returns ``(offsets, labels, children)`` (int32 numpy arrays): node 0 is the
+        root (the empty prefix) and every prefix of a key is one node; the allowed
+        next ids of node ``n`` are ``labels[offsets[n]:offsets[n + 1]]`` (sorted)
+        and ``children[e]`` is the node reached through edge ``e``. Unlike the
+        compiled layout, non-branching chains are expanded (one node per id), so
+        this is meant for tries of up to about a million keys (the Generator's
+        in-loop constraint), not for a 20M-triple knowledge base. Memoized until
+        the trie is rebuilt.
+        """
+        if self._dirty:
+            self.compile()
+        if getattr(self, "_csr_of", None) is self._m:
+            return self._csr
+        keys = sorted(tuple(k) for k in self.keys())
+        parents, labels = array.array("q"), array.array("q")
+        path = [0]  # node of each prefix of the previous key
+        previous = ()
+        n_nodes = 1
+        for key in keys:
+            common = 0
+            for a, b in zip(previous, key):
+                if a != b:
+                    break
+                common += 1
+            del path[common + 1:]
+            for j in range(common, len(key)):
+                parents.append(path[j])
+                labels.append(key[j])
+                path.append(n_nodes)
+                n_nodes += 1
+            previous = key
+        parents = np.frombuffer(parents, np.int64) if len(parents) else np.zeros(0, np.int64)
+        labels = np.frombuffer(labels, np.int64) if len(labels) else np.zeros(0, np.int64)
+        children = np.arange(1, n_nodes, dtype=np.int64)  # edge j creates node j + 1
+        order = np.lexsort((labels, parents))
+        offsets = np.zeros(n_nodes + 1, np.int64)
+        np.cumsum(np.bincount(parents, minlength=n_nodes), out=offsets[1:])
+        if n_nodes > 2**31 - 1 or (labels.size and labels.max() > 2**31 - 1):
+            raise ValueError(f"trie too large for an int32 CSR automaton ({n_nodes} nodes)")
+        self._csr = tuple(
+            _read_only(a.astype(np.int32)) for a in (offsets, labels[order], children[order])
+        )
+        self._csr_of = self._m
+        return self._csr
+
     def __repr__(self):
         state = "pending adds" if self._dirty else f"{len(self._child_off) - 1} nodes"
         return f"<Trie: {self._n_keys} keys, {state}>"

@@ -36,6 +36,11 @@ class MultiHeadAttention(keras.layers.Layer):
             absolute positions of the queries, and of the keys computed from ``value``
             (the two streams share positions). Default ``arange`` (plus
             ``cache_update_index`` with a cache).
+        source_cache: with ``cache``, keys and values ``(sources, 2, source_len, heads,
+            head_size)`` shared by consecutive groups of ``batch // sources`` rows (the
+            beams of one source in a decoder's lean cache): attention runs over the
+            row's source slots, then over ``cache``; ``attention_mask`` covers
+            ``source_len + max_len`` keys in that order.
 
     Scores and softmax run in float32 whatever the compute dtype, so mixed precision
     does not overflow the masking constant.
@@ -96,6 +101,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index=None,
         training=None,
         position_ids=None,
+        source_cache=None,
     ):
         value = query if value is None else value
         q = self._split_heads(self.query_dense(query))
@@ -109,6 +115,15 @@ class MultiHeadAttention(keras.layers.Layer):
             v = ops.slice_update(cache[:, 1], start, ops.cast(v, cache.dtype))
             cache = ops.stack([k, v], axis=1)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, ops.cast(k, q.dtype))
+        if source_cache is not None:
+            # Each source's keys are read once for all its rows (no per-beam copy).
+            sources = ops.shape(source_cache)[0]
+            grouped = ops.reshape(q, (sources, -1) + tuple(ops.shape(q)[1:]))
+            source_k = ops.cast(source_cache[:, 0], q.dtype)
+            source_scores = ops.einsum("bgqhd,bkhd->bghqk", grouped, source_k)
+            source_scores = ops.reshape(source_scores, (-1,) + tuple(ops.shape(source_scores)[2:]))
+            source_len = ops.shape(source_scores)[-1]
+            scores = ops.concatenate([source_scores, scores], axis=-1)
         scores = ops.cast(scores, "float32") * (1.0 / math.sqrt(self.head_size))
         if self.attention_scale == "log_n":
             if attention_mask is None:
@@ -128,7 +143,14 @@ class MultiHeadAttention(keras.layers.Layer):
             # order) must attend to nothing, not uniformly to everything.
             probs = ops.where(visible, probs, 0.0)
         probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
-        context = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, probs.dtype))
+        if source_cache is None:
+            context = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, probs.dtype))
+        else:
+            source_probs = ops.reshape(probs[..., :source_len], (sources, -1) + tuple(ops.shape(probs)[1:3]) + (source_len,))
+            source_v = ops.cast(source_cache[:, 1], probs.dtype)
+            context = ops.einsum("bghqk,bkhd->bgqhd", source_probs, source_v)
+            context = ops.reshape(context, (-1,) + tuple(ops.shape(context)[2:]))
+            context = context + ops.einsum("bhqk,bkhd->bqhd", probs[..., source_len:], ops.cast(v, probs.dtype))
         shape = ops.shape(context)
         context = ops.reshape(context, (shape[0], shape[1], self.num_heads * self.head_size))
         output = self.output_dense(context)

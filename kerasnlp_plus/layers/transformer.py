@@ -114,7 +114,9 @@ class TransformerBlock(keras.layers.Layer):
         cache_update_index=None,
         training=None,
         position_ids=None,
+        source_cache=None,
     ):
+        extra = {} if source_cache is None else {"source_cache": source_cache}  # lean decoding cache
         attended = self.attention(
             x,
             value=value,
@@ -124,6 +126,7 @@ class TransformerBlock(keras.layers.Layer):
             cache_update_index=cache_update_index,
             training=training,
             position_ids=position_ids,
+            **extra,
         )
         if cache is not None:
             attended, cache = attended

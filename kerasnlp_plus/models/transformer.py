@@ -382,6 +382,7 @@ class Transformer(keras.Model):
         attention_mask,
         position_ids=None,
         return_hidden=False,
+        source_cache=None,
     ):
         """Run ``token_ids`` (the new tokens only) against the cache.
 
@@ -395,6 +396,11 @@ class Transformer(keras.Model):
                 ``cache_update_index + arange(new_length)``.
             return_hidden: return the last layer's hidden states instead of the MLM
                 output (a decoder's prefill needs the head at one position only).
+            source_cache: a lean decoder's shared source keys/values, from
+                :meth:`init_cache` ``(layers, sources, 2, source_len, ...)``; then
+                ``cache`` holds only the generated slots of ``batch`` rows (the beams
+                of each source consecutive) and ``attention_mask`` covers
+                ``source_len + max_length`` slots (see ``MultiHeadAttention``).
 
         Returns:
             ``(output, cache)``: the MLM output (or hidden states without an MLM head,
@@ -409,9 +415,10 @@ class Transformer(keras.Model):
         x = self.embed(token_ids, segment_ids, position_ids)
         caches = []
         for depth, block in enumerate(self.blocks_by_depth):
+            extra = {} if source_cache is None else {"source_cache": source_cache[depth]}
             x, layer_cache = block(
                 x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index,
-                position_ids=position_ids,
+                position_ids=position_ids, **extra,
             )
             caches.append(layer_cache)
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x

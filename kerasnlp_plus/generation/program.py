@@ -1,0 +1,264 @@
+"""Beam search as one TensorFlow program: the whole decode is a ``tf.while_loop``.
+
+:func:`beam_program` returns a traceable function ``(token_ids, segment_ids,
+max_steps[, trie tensors]) -> (ids, lengths, scores)`` that prefills the cache,
+then loops over the steps on device: the top-``k`` selection of every source, the
+bert4keras end rule, the parent gather of the cache and the next cached model step
+all stay in the graph, and the loop stops as soon as every source has returned.
+It follows :meth:`Generator.beam_search` with ``length_penalty=0`` (the same
+selections, hence the same ids as bert4keras' decoder): scores are summed in
+float64 as the host loop does, a source keeps at most ``topk`` beams, fewer when
+fewer are allowed or when ended beams are dropped.
+
+The trie constraint is an automaton on device (``Trie.to_csr``): every beam
+carries its node; the allowed ids of a node are one CSR segment, scattered into the
+step's mask, and the child of the chosen id is found by a binary search over the
+sorted ``node * vocab + label`` edge keys. A node without continuation (or a
+prefix that left the trie) may only take ``end_id``, as in the host loop.
+
+The program has no Python state, so it can be traced into a SavedModel
+(:meth:`Generator.export`).
+"""
+import numpy as np
+import tensorflow as tf
+
+from kerasnlp_plus import masks
+
+NEG_INF = float("-inf")
+
+
+def trie_tensors(trie, vocab_size):
+    """``(offsets, labels, children, edge_keys)`` tensors of ``trie`` for the loop;
+    edges whose id lies outside the vocabulary are dropped (the host loop ignores
+    them too)."""
+    offsets, labels, children = trie.to_csr()
+    n_nodes = len(offsets) - 1
+    edge_node = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(offsets))
+    keep = labels < vocab_size
+    if not keep.all():
+        edge_node, labels, children = edge_node[keep], labels[keep], children[keep]
+        offsets = np.zeros(n_nodes + 1, np.int64)
+        np.cumsum(np.bincount(edge_node, minlength=n_nodes), out=offsets[1:])
+    keys = edge_node * vocab_size + labels
+    return (
+        tf.constant(offsets, tf.int32),
+        tf.constant(labels, tf.int32),
+        tf.constant(children, tf.int32),
+        tf.constant(keys, tf.int64),
+    )
+
+
+def _allowed_mask(node, offsets, labels, vocab_size, end_id, children=None, node_scores=None):
+    """Bool ``(rows, vocab)``: the ids node ``node[r]`` may take (only ``end_id``
+    for a leaf or for ``node < 0``, a prefix outside the trie). With
+    ``node_scores`` (float64 ``(rows, nodes)``) also the look-ahead adjustment
+    ``(rows, vocab)``: ``node_scores[r, child] - node_scores[r, node]`` on each edge,
+    0 elsewhere."""
+    safe = tf.maximum(node, 0)
+    start = tf.gather(offsets, safe)
+    degree = tf.where(node >= 0, tf.gather(offsets, safe + 1) - start, 0)
+    edges = tf.ragged.range(start, start + degree)
+    rows = tf.cast(edges.value_rowids(), tf.int32)
+    ids = tf.gather(labels, edges.flat_values)
+    n_rows = tf.shape(node)[0]
+    mask = tf.scatter_nd(
+        tf.stack([rows, ids], axis=1), tf.ones_like(rows, tf.bool), tf.stack([n_rows, vocab_size])
+    )
+    leaf = tf.logical_and((degree == 0)[:, None], tf.range(vocab_size)[None, :] == end_id)
+    mask = tf.logical_or(mask, leaf)
+    if node_scores is None:
+        return mask
+    child = tf.gather(children, edges.flat_values)
+    here = tf.gather(node_scores, safe, batch_dims=1)
+    gain = tf.gather_nd(node_scores, tf.stack([rows, child], axis=1)) - tf.gather(here, rows)
+    adjust = tf.scatter_nd(tf.stack([rows, ids], axis=1), gain, tf.stack([n_rows, vocab_size]))
+    return mask, adjust
+
+
+def _child(node, token, children, edge_keys, vocab_size):
+    """Node reached from ``node`` through ``token`` (-1: not in the trie)."""
+    query = tf.cast(tf.maximum(node, 0), tf.int64) * vocab_size + tf.cast(token, tf.int64)
+    n_edges = tf.shape(edge_keys)[0]
+    flat = tf.reshape(query, [-1])
+    pos = tf.searchsorted(edge_keys, flat, side="left")
+    pos_safe = tf.minimum(pos, tf.maximum(n_edges - 1, 0))
+    found = tf.logical_and(pos < n_edges, tf.gather(edge_keys, pos_safe) == flat)
+    found = tf.logical_and(found, tf.reshape(node, [-1]) >= 0)
+    child = tf.where(found, tf.gather(children, pos_safe), -1)
+    return tf.reshape(child, tf.shape(node))
+
+
+def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=False, with_node_scores=False):
+    """The traceable beam search of ``generator`` (see the module docs).
+
+    ``jit_steps``: compile each model step on its own with XLA (for a loop that
+    XLA cannot compile as a whole, the trie's); otherwise the steps are inlined.
+
+    With ``generator.lean_cache`` the sources' keys/values are computed and kept
+    once per source, and only the generated slots (``batch * topk`` rows) are
+    gathered by beam parent each step; otherwise every beam has a full copy.
+    ``with_node_scores``: the program takes one more input, float64 ``(batch,
+    nodes)`` scores over the trie's nodes; a step from node ``n`` to ``c`` adds
+    ``scores[b, c] - scores[b, n]`` to the beam's score (look-ahead rescoring: the
+    sum telescopes to ``scores[b, final] - scores[b, root]``, but the search sees
+    it from the first step).
+    """
+    model = generator.model
+    K, V = int(topk), generator.vocab_size
+    end_id, maxlen, minlen = generator.end_id, generator.maxlen, generator.minlen
+    first = [] if generator.start_id is None else [generator.start_id]
+    n_first = len(first)
+
+    lean = generator.lean_cache
+    n_slots = n_first + maxlen  # generated slots of the lean cache
+    segment_id = generator.segment_id
+
+    def full_step(tokens, parents, cache, column, positions, source_valid, source_length):
+        return generator._step(
+            tokens, parents, cache, source_length + column, positions, source_valid, source_length,
+            temperature, "logits",
+        )
+
+    def lean_step(tokens, parents, cache, column, positions, source_cache, source_valid):
+        cache = tf.gather(cache, parents, axis=1)  # the generated slots only
+        generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
+        visible = tf.concat([source_valid, generated], axis=1)[:, None, :]
+        hidden, cache = model.call_with_cache(
+            tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
+            position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
+        )
+        return generator._scores(hidden[:, 0], temperature, "logits"), cache
+
+    raw_step = lean_step if lean else full_step
+    if jit_steps:
+        raw_step = tf.function(raw_step, jit_compile=True, autograph=False)
+
+    def program(token_ids, segment_ids, max_steps, *trie):
+        if with_trie:
+            offsets, labels, children, edge_keys = trie[:4]
+        node_scores = tf.repeat(tf.cast(trie[4], tf.float64), K, axis=0) if with_node_scores else None
+        batch, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+        rows = batch * K
+        total = length + n_first + maxlen
+        max_steps = tf.clip_by_value(tf.cast(max_steps, tf.int32), 1, maxlen)
+        valid = tf.not_equal(token_ids, 0)
+        lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+
+        # --- prefill: the sources once ---------------------------------------------------
+        rank = masks.application_ranks(model.application, token_ids, segment_ids)
+        mask = masks.visibility(rank, rank, valid)
+        positions = tf.broadcast_to(tf.range(length)[None], tf.shape(token_ids))
+        if lean:
+            source_cache = model.init_cache(batch, length)
+            hidden, source_cache = generator._forward(token_ids, segment_ids, positions, source_cache, 0, mask)
+            cache = model.init_cache(rows, n_slots)
+            context = (source_cache, tf.repeat(valid, K, axis=0))
+        else:  # every beam's row holds a copy of its source's slots
+            mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
+            cache = model.init_cache(batch, total)
+            hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
+            cache = tf.repeat(cache, K, axis=1)
+            context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
+        last = tf.gather(hidden, lengths - 1, batch_dims=1)
+        logits = generator._scores(last, temperature, "logits")
+        row_lengths = tf.repeat(lengths, K)
+        own = tf.range(rows)
+
+        def step(tokens, parents, cache, column):
+            return raw_step(tokens, parents, cache, column, row_lengths + column, *context)
+
+        if first:
+            logits, cache = step(tf.fill([rows], first[0]), own, cache, 0)
+        else:
+            logits = tf.repeat(logits, K, axis=0)
+
+        # --- the loop -----------------------------------------------------------------
+        slot = tf.range(K)[None, :]
+        column = tf.range(maxlen)[None, None, :]
+        state = dict(
+            i=tf.constant(0),
+            logits=logits,
+            cache=cache,
+            ids=tf.zeros([batch, K, maxlen], tf.int32),
+            scores=tf.concat([tf.zeros([batch, 1], tf.float64), tf.fill([batch, K - 1], tf.constant(NEG_INF, tf.float64))], 1)
+            if K > 1 else tf.zeros([batch, 1], tf.float64),
+            counts=tf.fill([batch, K], int(n_first and first[0] == end_id)),
+            node=tf.zeros([batch, K], tf.int32),
+            k=tf.fill([batch], K),
+            done=tf.zeros([batch], tf.bool),
+            result=tf.zeros([batch, maxlen], tf.int32),
+            result_len=tf.zeros([batch], tf.int32),
+            result_score=tf.zeros([batch], tf.float64),
+        )
+
+        def cond(s):
+            return tf.logical_and(s["i"] < max_steps, tf.logical_not(tf.reduce_all(s["done"])))
+
+        def body(s):
+            i = s["i"]
+            logp = tf.cast(s["logits"], tf.float64)
+            cand = s["scores"][:, :, None] + tf.reshape(logp, [batch, K, V])
+            if with_trie:
+                allowed = _allowed_mask(
+                    tf.reshape(s["node"], [-1]), offsets, labels, V, end_id, children, node_scores
+                )
+                if with_node_scores:
+                    allowed, adjust = allowed
+                    cand = cand + tf.reshape(adjust, [batch, K, V])
+                cand = tf.where(tf.reshape(allowed, [batch, K, V]), cand, NEG_INF)
+            values, flat = tf.math.top_k(tf.reshape(cand, [batch, K * V]), k=K, sorted=True)
+            selected = tf.logical_and(slot < s["k"][:, None], values > NEG_INF)
+            parent, token = flat // V, flat % V
+            ids = tf.gather(s["ids"], parent, batch_dims=1)
+            ids = tf.where(column == i, token[:, :, None], ids)
+            counts = tf.gather(s["counts"], parent, batch_dims=1) + tf.cast(token == end_id, tf.int32)
+            node = tf.gather(s["node"], parent, batch_dims=1)
+            if with_trie:
+                node = _child(node, token, children, edge_keys, V)
+            finishing = tf.logical_and(token == end_id, counts >= min_ends)
+            checked = i + 1 + n_first >= minlen
+            # top_k is sorted, so slot 0 is bert4keras' best (argmax) candidate.
+            returns = tf.logical_and(checked, tf.logical_and(finishing[:, 0], selected[:, 0]))
+            keep = tf.logical_and(selected, tf.logical_or(tf.logical_not(checked), tf.logical_not(finishing)))
+            # Survivors first, in score order (a stable sort of their slots).
+            order = tf.argsort(tf.where(keep, slot, slot + K), axis=1, stable=True)
+            take = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
+            k = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+            alive = slot < k[:, None]
+            newly = tf.logical_and(returns, tf.logical_not(s["done"]))
+            out = dict(
+                i=i + 1,
+                ids=take(ids),
+                scores=tf.where(alive, take(values), tf.constant(NEG_INF, tf.float64)),
+                counts=take(counts),
+                node=take(node),
+                k=k,
+                done=tf.logical_or(s["done"], returns),
+                result=tf.where(newly[:, None], ids[:, 0], s["result"]),
+                result_len=tf.where(newly, i + 1, s["result_len"]),
+                result_score=tf.where(newly, values[:, 0], s["result_score"]),
+            )
+            parents = tf.where(alive, take(parent), slot) + (tf.range(batch) * K)[:, None]
+            tokens = tf.reshape(tf.gather(out["ids"], i, axis=2), [-1])
+            more = tf.logical_and(i + 1 < max_steps, tf.logical_not(tf.reduce_all(out["done"])))
+
+            def advance():
+                return step(tokens, tf.reshape(parents, [-1]), s["cache"], n_first + i)
+
+            out["logits"], out["cache"] = tf.cond(more, advance, lambda: (s["logits"], s["cache"]))
+            return (out,)
+
+        (final,) = tf.while_loop(cond, body, (state,), maximum_iterations=maxlen)
+        # Sources that never returned: the best beam after the last step.
+        best = tf.argmax(final["scores"], axis=1, output_type=tf.int32)
+        ran = final["i"]
+        done = final["done"]
+        ids = tf.where(done[:, None], final["result"], tf.gather(final["ids"], best, batch_dims=1))
+        out_len = tf.where(done, final["result_len"], ran)
+        scores = tf.where(done, final["result_score"], tf.gather(final["scores"], best, batch_dims=1))
+        ids = tf.where(column[0] < out_len[:, None], ids, 0)
+        if first:
+            ids = tf.concat([tf.fill([batch, 1], first[0]), ids], axis=1)
+        return ids, out_len + n_first, scores
+
+    return program

@@ -1,0 +1,182 @@
+"""The compiled decoding program: device trie = host trie, no retracing across batch
+sizes and lengths (the examples' Decoder included), and the SavedModel export run
+in a fresh process that does not import kerasnlp_plus.
+
+Tiny random models as in ``test_generation.py`` (its helpers are reused).
+"""
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_generation import END, MAXLEN, padded, tiny_model  # noqa: F401  (fixtures below)
+
+from kerasnlp_plus.generation import Generator, Trie
+
+
+@pytest.fixture(scope="module")
+def unilm():
+    return tiny_model("unilm", end_bias=9.0)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_model("lm", end_bias=8.0)
+
+
+@pytest.fixture(scope="module")
+def sources(vocab_path, shared_data):
+    from kerasnlp_plus.tokenizers import Tokenizer
+
+    tokenizer = Tokenizer(str(vocab_path), do_lower_case=True)
+    with open(shared_data / "csl" / "csl_title_dev.tsv", encoding="utf-8") as f:
+        texts = [line.rstrip("\n").split("\t")[1] for _, line in zip(range(5), f)]
+    return [tokenizer.encode(t, maxlen=n) for t, n in zip(texts, (64, 40, 23, 51, 17))]
+
+
+def random_trie(rng, host_outputs, n_keys=300, min_ends=1):
+    """Random keys plus the unconstrained outputs and branches off them, so the
+    constrained search is neither trivial nor cut short."""
+    trie = Trie()
+    for _ in range(n_keys):
+        key = list(rng.integers(106, 21128, size=rng.integers(1, MAXLEN)))
+        trie.add(key + [END] * min_ends)
+    for out in host_outputs:
+        trie.add(out)
+        for cut in range(1, len(out)):
+            trie.add(list(out[:cut]) + list(rng.integers(106, 21128, size=3)) + [END] * min_ends)
+    return trie
+
+
+def test_device_trie_equals_host_trie(lm, sources, min_ends=2):
+    """min_ends=2 (``S [SEP] P [SEP]``); min_ends=1 is compared with the uncached
+    decoder in test_generation.py."""
+    rng = np.random.default_rng(min_ends)
+    device = Generator(lm, END, MAXLEN, jit_compile=False)
+    host = Generator(lm, END, MAXLEN, jit_compile=False, device_trie_max_keys=0)  # host loop
+    trie = random_trie(rng, device.beam_search(padded(sources), topk=3), min_ends=min_ends)
+    assert not host._uses_program(trie, None) and device._uses_program(trie, None)
+    for topk in (3,):
+        got = device.beam_search(padded(sources), topk=topk, trie=trie, min_ends=min_ends)
+        assert got == host.beam_search(padded(sources), topk=topk, trie=trie, min_ends=min_ends)
+        assert all(out in trie or out[-1] == END for out in got)
+    # a key that needs a forced [SEP] (no continuation, no [SEP] stored)
+    small = Trie.from_iterable([[1000, 2000], [1000, 2001, 3000], [4000]])
+    got = device.beam_search(padded(sources), topk=2, trie=small)
+    assert got == host.beam_search(padded(sources), topk=2, trie=small)
+    assert all(out[-1] == END and out[:-1] in small for out in got)
+
+
+def test_max_length_cuts_like_a_shorter_generator(unilm, sources):
+    long = Generator(unilm, END, MAXLEN, jit_compile=False)
+    short = Generator(unilm, END, 4, jit_compile=False)
+    ids, lengths, _ = long._run_program(padded(sources), 3, 1, 1.0, None, max_length=4)
+    assert [list(r[:n]) for r, n in zip(ids, lengths)] == short.beam_search(padded(sources), topk=3)
+    assert (lengths <= 4).all() and (ids[:, 4:] == 0).all()
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_varied_batches_trace_once_and_never_warn_about_retracing(unilm, sources):
+    """Many batch sizes and source lengths, with and without a trie: one trace per
+    program, a handful of XLA shape classes, and no retracing warning (the
+    examples decode through ``common.Decoder``, driven here as they drive it)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples"))
+    import common
+
+    records = _Records()
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(records)
+    try:
+        decoder = common.Decoder(unilm, end_id=END, maxlen=MAXLEN, batch_size=3)
+        generator = decoder.generator
+        # Tracing does not depend on XLA; without it the test skips ~10 XLA compiles.
+        generator.jit_compile = False
+        trie = Trie.from_iterable([[700, 701, END], [700, 702, END], [710, END]])
+        srcs = [t for t, _ in sources]
+        for n in (1, 2, 3, 5):
+            for cut in (9, 20, 64):
+                batch = [s[:cut] for s in srcs[:n]]
+                decoder.decode(batch, topk=2)
+                decoder.decode(batch, topk=2, trie=trie)
+        counts = {key: fn.experimental_get_tracing_count() for key, fn in generator._programs.items()}
+        assert len(counts) == 2 and all(c == 1 for c in counts.values()), counts
+    finally:
+        logger.removeHandler(records)
+    assert not [m for m in records.messages if "retracing" in m], records.messages
+
+
+# The checking process imports TensorFlow only and says so.
+CHECK = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+data = json.loads(sys.stdin.read())
+tok, seg = tf.constant(data["token_ids"], tf.int32), tf.constant(data["segment_ids"], tf.int32)
+out = loaded.signatures["serving_default"](token_ids=tok, segment_ids=seg)
+short = loaded.signatures["serve_max_length"](token_ids=tok, segment_ids=seg, max_length=tf.constant(3))
+assert not any(m.startswith("kerasnlp_plus") for m in sys.modules), "kerasnlp_plus was imported"
+print(json.dumps({
+    "ids": out["ids"].numpy().tolist(), "lengths": out["lengths"].numpy().tolist(),
+    "scores": out["scores"].numpy().tolist(),
+    "short": [r[:n] for r, n in zip(short["ids"].numpy().tolist(), short["lengths"].numpy().tolist())],
+}))
+"""
+
+
+def test_export_reproduces_outputs_in_a_process_without_the_package(lm, sources, tmp_path, with_trie=True):
+    generator = Generator(lm, END, MAXLEN, jit_compile=False)
+    trie = random_trie(np.random.default_rng(5), generator.beam_search(padded(sources), topk=3)) if with_trie else None
+    path = generator.export(tmp_path / "decoder", topk=3, trie=trie)
+    token_ids, segment_ids = padded(sources)
+    run = subprocess.run(
+        [sys.executable, "-c", CHECK, path],
+        input=json.dumps({"token_ids": token_ids.tolist(), "segment_ids": segment_ids.tolist()}),
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONNOUSERSITE": "1"},
+        cwd=tmp_path,  # not the repository: the package cannot be imported by accident
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    served = json.loads(run.stdout.strip().splitlines()[-1])
+    kwargs = {"trie": trie} if with_trie else {}
+    expected = generator.beam_search(padded(sources), topk=3, **kwargs)
+    assert [r[:n] for r, n in zip(served["ids"], served["lengths"])] == expected
+    ids, lengths, scores = generator._run_program(padded(sources), 3, 1, 1.0, trie)
+    # Same ids; the scores agree to float32 rounding (the saved graph is optimized
+    # on its own, so a fused op may round its last bit differently).
+    np.testing.assert_allclose(served["scores"], scores, rtol=1e-6)
+    short = Generator(lm, END, 3, jit_compile=False).beam_search(padded(sources), topk=3, **kwargs)
+    assert served["short"] == short
+    with pytest.raises(FileExistsError, match="decoder"):
+        generator.export(tmp_path / "decoder", topk=3)
+
+
+def test_lookahead_node_scores_steer_to_the_best_covering_key(lm, sources):
+    from kerasnlp_plus.generation.lookahead import coverage_scores
+
+    srcs = [t for t, _ in sources]
+    keys = [[7000, 7001, END], [7002, END]] + [[s[1], s[2], s[3], END] for s in srcs]  # key b copies source b
+    trie = Trie.from_iterable(keys)
+    generator = Generator(lm, END, MAXLEN, jit_compile=False)
+    scores = coverage_scores(trie, srcs, weight=100.0)
+    offsets, _, _ = trie.to_csr()
+    assert scores.shape == (len(srcs), len(offsets) - 1)
+    # the root holds the best coverage of any key: the 3 copied ids (distinct or not)
+    assert all(scores[b, 0] == 100.0 * 3 for b in range(len(srcs)))
+    plain = generator.beam_search(padded(sources), topk=2, trie=trie)
+    steered = generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores)
+    assert steered == [[s[1], s[2], s[3], END] for s in srcs]
+    assert plain != steered  # the model alone prefers other keys: the hook did the work
+    assert generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=0 * scores) == plain
+    with pytest.raises(ValueError, match="node_scores has shape"):
+        generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores[:, :3])
