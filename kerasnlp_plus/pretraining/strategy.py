@@ -45,3 +45,17 @@ def select_strategy(tpu=None, replicas=None):
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy(), "gpu_mirrored"
     return tf.distribute.get_strategy(), ("gpu" if gpus else "cpu")
+
+
+def worker_role(strategy):
+    """``(task_type, task_id, is_chief)`` of this process in a multi-worker cluster;
+    ``(None, None, True)`` for a single process. The chief is ``chief:0``, or
+    ``worker:0`` when the cluster has no ``chief`` task (TensorFlow's convention)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None) if resolver is not None else None
+    if not task_type:
+        return None, None, True
+    task_id = int(resolver.task_id or 0)
+    cluster = resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
+    return task_type, task_id, chief

@@ -1,12 +1,18 @@
 """Pretraining with Keras ``fit`` under a ``tf.distribute`` strategy (the engine
 behind ``pretraining/pretrain.py``).
 
-Resuming: ``keras.callbacks.BackupAndRestore`` saves the weights and the optimizer
-state at the end of every Keras epoch, and one Keras epoch is ``checkpoint_every``
-steps, so a killed run restarts at the last multiple of ``checkpoint_every``. The
-input pipeline is a pure function of the step (seeded shuffling, stateless masks),
-and the restart skips the batches already consumed, so the resumed run sees exactly
-the batches the uninterrupted run would have.
+Resuming: a crash-safe state (``state.py``: weights, optimizer state and the dropout
+seed generators, written to a temporary folder and renamed) is saved at the end of
+every Keras epoch, and one Keras epoch is ``checkpoint_every`` steps, so a killed run
+restarts at the last multiple of ``checkpoint_every``. The input pipeline is a pure
+function of the step (seeded shuffling, stateless masks), and the restart skips the
+batches already consumed, so the resumed run sees exactly the batches the
+uninterrupted run would have and draws the same dropout masks.
+
+Under ``MultiWorkerMirroredStrategy`` every worker runs the same saves (their
+variable reads are part of the same program), but only the chief writes into the
+run folder; the others save into a temporary folder that is deleted at once and
+write no logs, checkpoints or exports.
 """
 import json
 import logging
@@ -197,6 +203,38 @@ def export_model(net, export_dir, data_dir=None, huggingface=False, hf_dtype=Non
         shutil.copy(os.path.join(data_dir, "vocab.txt"), os.path.join(export_dir, "vocab.txt"))
 
 
+def run_options(data_dir, meta, **options):
+    """The options a run folder remembers: those that shape the trained weights.
+    The data is identified by its ``meta.json`` (content, not path), so a moved data
+    folder still resumes; the path is kept for the message."""
+    import hashlib
+
+    with open(os.path.join(data_dir, "meta.json"), "rb") as f:
+        data_id = hashlib.sha256(f.read()).hexdigest()[:16]
+    config_path = options.get("config_path")
+    if config_path:
+        with open(config_path, "rb") as f:
+            options["config_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return {"data": os.path.abspath(data_dir), "data_meta_sha256": data_id, **options}
+
+
+def _name_bad_shard(data_dir, meta, error):
+    """The shard a ``DataLossError`` came from (TF's message names none)."""
+    import tensorflow as tf
+
+    from kerasnlp_plus.pretraining.pipeline import shard_files
+
+    for split in ("train", "eval"):
+        for path in shard_files(data_dir, split, meta, check=False):
+            try:
+                for _ in tf.data.TFRecordDataset(path):
+                    pass
+            except tf.errors.DataLossError as e:
+                return ValueError(f"shard {path} is damaged ({e.message.strip()}); rerun prepare_data.py with "
+                                  "the same command to rewrite it")
+    return ValueError(f"a shard of {data_dir} could not be read: {error}")
+
+
 def run_pretraining(
     data_dir,
     output_dir,
@@ -225,14 +263,29 @@ def run_pretraining(
     hf_dtype=None,
     stop_after_steps=None,
     verbose=2,
+    force_new=False,
+    resume=False,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
 
     ``batch_size`` is the global batch per step (split over the replicas).
     ``steps`` must be a multiple of ``checkpoint_every``.
+    A rerun into the same ``output_dir`` resumes from its last saved state when the
+    options are the same, and refuses (listing the differences) when they differ;
+    ``force_new`` deletes the old run first, ``resume`` insists on a state to resume.
+    Raises ``state.DiskFullError`` when the disk fills (the previous state is intact).
     """
     import keras
     import tensorflow as tf
+
+    from kerasnlp_plus.pretraining.state import (
+        DiskFullError,
+        check_run_options,
+        find_state,
+        is_disk_full,
+        make_backup_callback,
+    )
+    from kerasnlp_plus.pretraining.strategy import worker_role
 
     meta = load_meta(data_dir)
     if steps % checkpoint_every:
@@ -242,7 +295,21 @@ def run_pretraining(
         )
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {batch_size} is not divisible by {strategy.num_replicas_in_sync} replicas")
-    os.makedirs(output_dir, exist_ok=True)
+    task_type, task_id, chief = worker_role(strategy)
+    accum = max(1, int(gradient_accumulation_steps))
+    warmup = warmup_steps if warmup_steps is not None else max(1, steps // 10)
+    options = run_options(
+        data_dir, meta, steps=int(steps), batch_size=int(batch_size), checkpoint_every=int(checkpoint_every),
+        config_path=os.path.abspath(config_path) if config_path else None,
+        init_checkpoint=os.path.abspath(init_checkpoint) if init_checkpoint else None, model=model,
+        size=size or None, dropout_rate=float(dropout_rate), optimizer=optimizer,
+        learning_rate=float(learning_rate), warmup_steps=int(warmup), weight_decay=float(weight_decay),
+        global_clipnorm=float(global_clipnorm or 0), gradient_accumulation_steps=accum, epsilon=float(epsilon),
+        mixed_precision=mixed_precision, seed=int(seed), shuffle_buffer=int(shuffle_buffer),
+    )
+    if chief:
+        os.makedirs(output_dir, exist_ok=True)
+    check_run_options(output_dir, options, force_new=force_new, resume=resume, write=chief)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -250,15 +317,17 @@ def run_pretraining(
         keras.mixed_precision.set_global_policy(mixed_precision)
 
     backup_dir = os.path.join(output_dir, "backup")
-    done_epochs = 0
-    meta_path = os.path.join(backup_dir, "training_metadata.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            done_epochs = int(json.load(f)["epoch"])
-        logger.warning("resuming from %s at step %d", backup_dir, done_epochs * checkpoint_every)
+    found = find_state(backup_dir)
+    done_step = found[0] if found else 0
+    if done_step % checkpoint_every or done_step > steps:
+        raise ValueError(f"saved state of step {done_step} in {backup_dir} does not fit --steps {steps} "
+                         f"--checkpoint-every {checkpoint_every}")
+    done_epochs = done_step // checkpoint_every
+    if found:
+        logger.warning("resuming from %s at step %d", found[1], done_step)
     dataset = make_dataset(
         data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-        skip_batches=done_epochs * checkpoint_every, meta=meta,
+        skip_batches=done_step, meta=meta,
     )
     with strategy.scope():
         net = build_pretraining_model(
@@ -267,48 +336,60 @@ def run_pretraining(
         )
         # The schedule counts optimizer updates (Keras' ``iterations``), which happen
         # once every ``gradient_accumulation_steps`` steps.
-        accum = max(1, int(gradient_accumulation_steps))
-        warmup = warmup_steps if warmup_steps is not None else max(1, steps // 10)
         opt = make_optimizer(
             optimizer, learning_rate, max(1, warmup // accum), max(2, steps // accum), weight_decay,
             global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
         compile_for_pretraining(net, opt)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(output_dir, "checkpoints", "epoch-{epoch:05d}.weights.h5"), save_weights_only=True
-        ),
-    ]
-    if _tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq=log_every))
-    else:
-        logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard); "
-                       "per-checkpoint metrics go to %s", os.path.join(output_dir, "history.csv"))
+    callbacks = [make_backup_callback(backup_dir, checkpoint_every, write=chief,
+                                      checkpoints_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy)]
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True))
+        if _tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq=log_every))
+        else:
+            logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard); "
+                           "per-checkpoint metrics go to %s", os.path.join(output_dir, "history.csv"))
     if stop_after_steps:
         callbacks.append(_Preempt(stop_after_steps, accum))
     start = time.time()
-    history = net.fit(
-        dataset, epochs=steps // checkpoint_every, steps_per_epoch=checkpoint_every,
-        callbacks=callbacks, verbose=verbose,
-    )
-    elapsed = time.time() - start
     export_dir = os.path.join(output_dir, "export")
-    export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
+    try:
+        history = net.fit(
+            dataset, epochs=steps // checkpoint_every, steps_per_epoch=checkpoint_every,
+            initial_epoch=done_epochs, callbacks=callbacks, verbose=verbose,
+        )
+        elapsed = time.time() - start
+        if chief:
+            export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
+    except DiskFullError:
+        raise
+    except tf.errors.DataLossError as e:
+        raise _name_bad_shard(data_dir, meta, e) from e
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFullError(
+                28, f"disk full while writing into {output_dir} ({type(e).__name__}); the last saved state in "
+                f"{backup_dir} is intact: free some space and rerun the same command to resume",
+            ) from e
+        raise
     summary = {
         "steps": int(net.optimizer.iterations.numpy()) * accum,
         "optimizer_updates": int(net.optimizer.iterations.numpy()),
-        "resumed_at_step": done_epochs * checkpoint_every,
+        "resumed_at_step": done_step,
         "replicas": strategy.num_replicas_in_sync,
+        "workers": strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1,
         "global_batch_size": batch_size,
         "seq_len": meta["seq_len"],
         "train_seconds_this_run": round(elapsed, 1),
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
-        "export_dir": export_dir,
+        "export_dir": export_dir if chief else None,
+        "chief": chief,
     }
     if meta["counts"].get("eval", {}).get("examples"):
         summary["eval"] = evaluate_masked(net, data_dir, batch_size=batch_size, seed=seed, meta=meta)
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
+    if chief:
+        from kerasnlp_plus.utils import atomic_write_text
+
+        atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
     return net, summary
