@@ -80,6 +80,7 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--show", type=int, default=5, help="generated titles to print per evaluation")
     g.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0 silent, 1 bar)")
+    common.add_strategy_args(p)
     return p.parse_args(argv)
 
 
@@ -134,6 +135,7 @@ def main(args=None, log=print):
     if args is None or isinstance(args, list):
         args = parse_args(args)
     timer = common.Timer()
+    strategy = common.select_strategy(args, log)  # before any TF op
     common.set_seed(args.seed)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -150,9 +152,11 @@ def main(args=None, log=print):
     log(f"data: {len(train_pairs)} training pairs from {', '.join(map(str, train_files))}; "
         f"{len(valid_pairs)} validation pairs from {', '.join(map(str, valid_files))}")
 
-    model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+    with strategy.scope():
+        model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
-    common.compile_unilm(model, lr, args.weight_decay)
+    with strategy.scope():
+        common.compile_unilm(model, lr, args.weight_decay, replicas=strategy.num_replicas_in_sync)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; "
         f"{model.count_params():,} parameters")
 
@@ -161,6 +165,8 @@ def main(args=None, log=print):
     )
     train_ds = common.unilm_dataset(encode(train_pairs), args.batch_size, shuffle=True, seed=args.seed)
     valid_ds = common.unilm_dataset(encode(valid_pairs), args.batch_size)
+    if strategy.num_replicas_in_sync > 1:
+        train_ds, valid_ds = common.global_token_weights(train_ds), common.global_token_weights(valid_ds)
     sources = [ids for ids, _ in tokenizer.encode_batch([a for _, a in valid_pairs], maxlen=args.max_source_len)]
 
     decoder = common.Decoder(model, end_id=tokenizer.end_id, maxlen=args.max_target_len,

@@ -82,6 +82,11 @@ def parse_args(argv=None):
     p.add_argument("--hf-dtype", default=None, help="e.g. float16 for a half-size model.safetensors")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # test hook
     p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="training steps per compiled call (a TPU wants e.g. 100; must divide --checkpoint-every)")
+    p.add_argument("--cluster-timeout", type=float, default=300,
+                   help="multi-worker: seconds to wait for every worker to join before stopping with an error, "
+                        "and for each all-reduce once training runs (a dead worker stops the others)")
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--force-new", action="store_true",
                         help="delete the run already in --output (state, checkpoints, logs, export) and start over")
@@ -95,9 +100,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # The strategy first: MultiWorkerMirroredStrategy and logical CPU devices must be
     # set up before any other TF op runs.
-    from kerasnlp_plus.pretraining.strategy import select_strategy
+    from kerasnlp_plus.pretraining.strategy import StartupWatchdog, select_strategy
 
-    strategy, kind = select_strategy(tpu=args.tpu, replicas=args.replicas)
+    watchdog = None
+    if os.environ.get("TF_CONFIG") and not args.tpu:
+        watchdog = StartupWatchdog(args.cluster_timeout, f"the cluster of TF_CONFIG={os.environ['TF_CONFIG']}")
+    strategy, kind = select_strategy(tpu=args.tpu, replicas=args.replicas, collective_timeout=args.cluster_timeout)
+    args.watchdog = watchdog
     policy = None
     if args.mixed_precision:
         policy = "mixed_float16" if kind.startswith("gpu") or (kind == "multi_worker" and _has_gpu()) \
@@ -116,6 +125,8 @@ def main(argv=None):
         # that matters is already closed or renamed into place.
         os._exit(74)  # EX_IOERR
     except (StateError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("KERASNLP_PLUS_TRACEBACK"):
+            raise
         print(f"pretrain.py: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     print(f"strategy {kind} ({summary['replicas']} replicas); " + json.dumps(
@@ -139,6 +150,8 @@ def _run(args, strategy, policy, run_pretraining):
         export_huggingface=args.export_huggingface, hf_dtype=args.hf_dtype,
         stop_after_steps=args.stop_after_steps, verbose=args.verbose,
         force_new=args.force_new, resume=args.resume,
+        on_cluster_joined=args.watchdog.disarm if args.watchdog else None,
+        steps_per_execution=args.steps_per_execution,
     )
     return summary
 

@@ -314,12 +314,21 @@ def load_keep_tokens(data_dir, meta):
     """``keep_tokens`` of a simplified-vocab dataset (original id of each new id), or None."""
     if not meta.get("keep_tokens"):
         return None
-    with open(os.path.join(data_dir, meta["keep_tokens"]), encoding="utf-8") as f:
-        return json.load(f)
+    import tensorflow as tf  # tf.io.gfile: the data may be on gs:// (TPU)
+
+    with tf.io.gfile.GFile(os.path.join(data_dir, meta["keep_tokens"]), "r") as f:
+        return json.loads(f.read())
 
 
 def load_meta(data_dir):
     path = os.path.join(data_dir, META_NAME)
+    if "://" in os.fspath(data_dir):  # gs:// and other tf.io.gfile file systems (TPU)
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {data_dir} a folder written by prepare_data.py?")
+        with tf.io.gfile.GFile(path, "r") as f:
+            return json.loads(f.read())
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir} a folder written by prepare_data.py?")
     with open(path, encoding="utf-8") as f:

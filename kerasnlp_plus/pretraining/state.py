@@ -14,6 +14,11 @@ state whole (plus a temporary folder, removed on the next save or ignored on loa
 or the new one whole. A final folder whose files do not match its ``state.json``
 (damaged afterwards, e.g. by hand or by the disk) is reported by name, never loaded.
 
+On storage without an atomic rename (``gs://`` and other ``tf.io.gfile`` paths, as on
+a TPU) the state is written locally as above, then copied into ``step-N/`` with
+``state.json`` copied last: a folder without ``state.json`` is an unfinished copy and
+is skipped on load, so there too a kill leaves the previous state or the new one.
+
 The dropout seed generators are Keras variables outside ``save_weights``; saving
 their state is what makes kill + resume exact with dropout on (the pipeline's masks
 are already a pure function of ``(seed, example index)``).
@@ -95,10 +100,50 @@ def state_dir(backup_dir, step):
     return os.path.join(backup_dir, f"step-{int(step):09d}")
 
 
+def is_remote(path):
+    """A ``tf.io.gfile`` path that is not a local file (``gs://``, ``ram://``, ...)."""
+    return "://" in os.fspath(path)
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _listdir(folder):
+    if is_remote(folder):
+        gfile = _gfile()
+        return [n.rstrip("/") for n in gfile.listdir(folder)] if gfile.isdir(folder) else []
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _save_state_remote(net, backup_dir, step, extra):
+    gfile = _gfile()
+    local = tempfile.mkdtemp(prefix="kerasnlp_plus-state-")
+    try:
+        folder = save_state(net, local, step, extra)
+        final = state_dir(backup_dir, step)
+        if gfile.exists(final):
+            gfile.rmtree(final)
+        gfile.makedirs(final)
+        gfile.copy(os.path.join(folder, WEIGHTS_NAME), f"{final}/{WEIGHTS_NAME}", overwrite=True)
+        gfile.copy(os.path.join(folder, STATE_NAME), f"{final}/{STATE_NAME}", overwrite=True)  # the commit
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    for name in _listdir(backup_dir):
+        m = _FINAL.match(name)
+        if m and int(m.group(1)) < int(step):
+            gfile.rmtree(f"{backup_dir}/{name}")
+    return final
+
+
 def save_state(net, backup_dir, step, extra=None):
     """Write the state of ``step`` into ``backup_dir`` (see the module doc); returns
     its folder. On any error (a full disk included) the temporary folder is removed
     and the previous state is left as it was."""
+    if is_remote(backup_dir):
+        return _save_state_remote(net, backup_dir, step, extra)
     os.makedirs(backup_dir, exist_ok=True)
     final = state_dir(backup_dir, step)
     tmp = os.path.join(backup_dir, f"{_TEMP_PREFIX}{int(step):09d}-{os.getpid()}")
@@ -142,11 +187,14 @@ def save_state(net, backup_dir, step, extra=None):
 def find_state(backup_dir):
     """``(step, folder, state dict)`` of the newest saved state, or None when there is
     none. Raises ``StateError`` naming the file at fault when it is damaged."""
-    if not os.path.isdir(backup_dir):
-        return None
-    names = sorted((n for n in os.listdir(backup_dir) if _FINAL.match(n)), reverse=True)
+    gfile = _gfile()
+    remote = is_remote(backup_dir)
+    names = sorted((n for n in _listdir(backup_dir) if _FINAL.match(n)), reverse=True)
+    if remote:  # a folder without state.json is an unfinished copy (see the module doc)
+        names = [n for n in names if gfile.exists(f"{backup_dir}/{n}/{STATE_NAME}")]
     if not names:
-        legacy = [n for n in ("latest.weights.h5", "training_metadata.json") if os.path.exists(os.path.join(backup_dir, n))]
+        legacy = [n for n in ("latest.weights.h5", "training_metadata.json")
+                  if gfile.exists(os.path.join(backup_dir, n))]
         if legacy:
             raise StateError(
                 f"{backup_dir} holds a state in the old, non-atomic format ({', '.join(legacy)}), which cannot "
@@ -159,14 +207,15 @@ def find_state(backup_dir):
     advice = (f"delete {folder} to resume from an older state" if len(names) > 1
               else "rerun with --force-new to start over")
     try:
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError) as e:
+        with gfile.GFile(state_path, "r") as f:
+            state = json.loads(f.read())
+    except Exception as e:  # tf.errors.NotFoundError is not an OSError
         raise StateError(f"saved state {state_path} is missing or damaged ({e}); {advice}") from e
-    if not os.path.isfile(weights):
+    if not gfile.exists(weights):
         raise StateError(f"saved state {folder} has no {WEIGHTS_NAME}; {advice}")
-    size = os.path.getsize(weights)
-    if size != state.get("weights_bytes") or _sha256(weights) != state.get("weights_sha256"):
+    size = gfile.stat(weights).length
+    digest = _sha256(weights) if not remote else hashlib.sha256(gfile.GFile(weights, "rb").read()).hexdigest()
+    if size != state.get("weights_bytes") or digest != state.get("weights_sha256"):
         raise StateError(
             f"saved weights {weights} are damaged ({size} bytes, expected {state.get('weights_bytes')}, "
             f"or a different SHA-256 than {state_path} records); {advice}"
@@ -180,7 +229,16 @@ def load_state(net, folder, state, strategy=None):
     if net.optimizer is not None and not net.optimizer.built:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             net.optimizer.build(net.trainable_variables)
-    net.load_weights(os.path.join(folder, WEIGHTS_NAME))
+    weights = os.path.join(folder, WEIGHTS_NAME)
+    if is_remote(folder):
+        local = tempfile.mkdtemp(prefix="kerasnlp_plus-state-")
+        try:
+            _gfile().copy(weights, os.path.join(local, WEIGHTS_NAME))
+            net.load_weights(os.path.join(local, WEIGHTS_NAME))
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+    else:
+        net.load_weights(weights)
     variables = seed_generator_variables(net)
     saved = state.get("seed_generators", [])
     if len(saved) != len(variables):
@@ -220,7 +278,16 @@ def make_backup_callback(backup_dir, checkpoint_every, write=True, checkpoints_d
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 return
-            if checkpoints_dir:
+            if checkpoints_dir and is_remote(checkpoints_dir):
+                folder = tempfile.mkdtemp(prefix="kerasnlp_plus-checkpoint-")
+                try:
+                    name = f"epoch-{epoch + 1:05d}.weights.h5"
+                    self.model.save_weights(os.path.join(folder, name))
+                    _gfile().makedirs(checkpoints_dir)
+                    _gfile().copy(os.path.join(folder, name), f"{checkpoints_dir}/{name}", overwrite=True)
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+            elif checkpoints_dir:
                 path = os.path.join(checkpoints_dir, f"epoch-{epoch + 1:05d}.weights.h5")
                 try:
                     with atomic_path(path, suffix=".weights.h5") as tmp:
@@ -244,22 +311,24 @@ def check_run_options(output_dir, options, force_new=False, resume=False, write=
     old run's state and outputs first. ``resume=True`` insists on a state to resume.
     ``write=False``: check only (non-chief workers).
     """
+    gfile = _gfile()
     path = os.path.join(output_dir, OPTIONS_NAME)
     backup_dir = os.path.join(output_dir, "backup")
     old = None
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-    has_state = os.path.isdir(backup_dir) and any(_FINAL.match(n) for n in os.listdir(backup_dir))
+    if gfile.exists(path):
+        with gfile.GFile(path, "r") as f:
+            old = json.loads(f.read())
+    has_state = any(_FINAL.match(n) for n in _listdir(backup_dir))
     if force_new and resume:
         raise ValueError("--force-new and --resume exclude each other")
     if force_new:
         if write:
-            for name in ("backup", "checkpoints", "logs", "export"):
-                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
-            for name in ("history.csv", "summary.json", OPTIONS_NAME):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(output_dir, name))
+            for name in ("backup", "checkpoints", "logs", "export", "history.csv", "summary.json", OPTIONS_NAME):
+                target = os.path.join(output_dir, name)
+                if gfile.isdir(target):
+                    gfile.rmtree(target)
+                elif gfile.exists(target):
+                    gfile.remove(target)
         old, has_state = None, False
     if resume and not has_state:
         raise StateError(f"--resume: {output_dir} holds no saved state to resume")
@@ -276,6 +345,12 @@ def check_run_options(output_dir, options, force_new=False, resume=False, write=
         raise StateError(f"{output_dir} has a saved state but no {OPTIONS_NAME}: its options are unknown; "
                          "use --force-new to start over")
     if write:
-        os.makedirs(output_dir, exist_ok=True)
-        atomic_write_text(path, json.dumps(options, indent=1, sort_keys=True), fsync=True)
+        text = json.dumps(options, indent=1, sort_keys=True)
+        if is_remote(output_dir):
+            gfile.makedirs(output_dir)
+            with gfile.GFile(path, "w") as f:
+                f.write(text)
+        else:
+            os.makedirs(output_dir, exist_ok=True)
+            atomic_write_text(path, text, fsync=True)
     return has_state

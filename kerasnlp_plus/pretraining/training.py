@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -115,12 +116,14 @@ def make_optimizer(
     return opt
 
 
-def compile_for_pretraining(net, optimizer):
+def compile_for_pretraining(net, optimizer, steps_per_execution=1):
     net.compile(
         optimizer=optimizer,
         loss=masked_lm_loss(),
         weighted_metrics=[masked_accuracy()],
         jit_compile=False,
+        # Several steps per tf.function call: what keeps a TPU busy (host round trips).
+        steps_per_execution=int(steps_per_execution),
     )
     return net
 
@@ -203,19 +206,100 @@ def export_model(net, export_dir, data_dir=None, huggingface=False, hf_dtype=Non
         shutil.copy(os.path.join(data_dir, "vocab.txt"), os.path.join(export_dir, "vocab.txt"))
 
 
+def _patch_symbolic_build(net):
+    """Keras 3.15's ``_maybe_symbolic_build`` takes a batch of the distributed dataset
+    and ``strategy.reduce``s the whole nest, which ``MultiWorkerMirroredStrategy``
+    rejects ("Attempt to convert a value ({'Input-Token': PerReplica...}) ... to a
+    Tensor"). The batch only supplies shapes for building: take this worker's first
+    local value of every leaf instead (no collective at all)."""
+    import types
+
+    import tensorflow as tf
+    from keras import tree
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tree.map_structure(
+                    lambda x: self.distribute_strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues) else x,
+                    next(it),
+                )
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    net._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, net)
+    _patch_multi_worker_mean()
+
+
+def _patch_multi_worker_mean():
+    """Keras 3.15 averages each step's logs over a multi-worker cluster with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails on the scalar loss and metrics
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are
+    averaged with ``axis=None`` (an all-reduce of the per-replica values) instead;
+    everything else goes to Keras unchanged. Only installed for multi-worker runs."""
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_kerasnlp_plus_patched", False):
+        return
+
+    def rank(v):
+        values = getattr(v, "values", None)
+        return (values[0] if values else v).shape.rank
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None) if rank(v) == 0
+                else original(v, strategy, reduction), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._kerasnlp_plus_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _log_data_share(strategy, dataset, task_id):
+    """Print a digest of each row of this worker's part of the first global batch."""
+    import hashlib
+
+    first = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    rows = []
+    for local in strategy.experimental_local_results(first[0]["Input-Token"]):
+        rows += [hashlib.sha1(r.tobytes()).hexdigest()[:12] for r in local.numpy()]
+    print(f"data share: worker {task_id} rows {','.join(rows)}", flush=True)
+
+
+def _copy_tree(local, remote):
+    import tensorflow as tf
+
+    for root, _, files in os.walk(local):
+        target = os.path.join(remote, os.path.relpath(root, local)).rstrip("/.") if root != local else remote
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+
+
 def run_options(data_dir, meta, **options):
     """The options a run folder remembers: those that shape the trained weights.
     The data is identified by its ``meta.json`` (content, not path), so a moved data
     folder still resumes; the path is kept for the message."""
     import hashlib
 
-    with open(os.path.join(data_dir, "meta.json"), "rb") as f:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(os.path.join(data_dir, "meta.json"), "rb") as f:
         data_id = hashlib.sha256(f.read()).hexdigest()[:16]
     config_path = options.get("config_path")
     if config_path:
         with open(config_path, "rb") as f:
             options["config_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
-    return {"data": os.path.abspath(data_dir), "data_meta_sha256": data_id, **options}
+    data = data_dir if "://" in os.fspath(data_dir) else os.path.abspath(data_dir)
+    return {"data": data, "data_meta_sha256": data_id, **options}
 
 
 def _name_bad_shard(data_dir, meta, error):
@@ -265,6 +349,8 @@ def run_pretraining(
     verbose=2,
     force_new=False,
     resume=False,
+    on_cluster_joined=None,
+    steps_per_execution=1,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
 
@@ -283,6 +369,7 @@ def run_pretraining(
         check_run_options,
         find_state,
         is_disk_full,
+        is_remote,
         make_backup_callback,
     )
     from kerasnlp_plus.pretraining.strategy import worker_role
@@ -293,6 +380,9 @@ def run_pretraining(
             f"--steps ({steps}) must be a multiple of --checkpoint-every ({checkpoint_every}): "
             "one Keras epoch is one checkpoint interval"
         )
+    if checkpoint_every % max(1, int(steps_per_execution)):
+        raise ValueError(f"--steps-per-execution ({steps_per_execution}) must divide --checkpoint-every "
+                         f"({checkpoint_every})")
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch size {batch_size} is not divisible by {strategy.num_replicas_in_sync} replicas")
     task_type, task_id, chief = worker_role(strategy)
@@ -308,7 +398,7 @@ def run_pretraining(
         mixed_precision=mixed_precision, seed=int(seed), shuffle_buffer=int(shuffle_buffer),
     )
     if chief:
-        os.makedirs(output_dir, exist_ok=True)
+        tf.io.gfile.makedirs(output_dir)
     check_run_options(output_dir, options, force_new=force_new, resume=resume, write=chief)
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -340,7 +430,13 @@ def run_pretraining(
             optimizer, learning_rate, max(1, warmup // accum), max(2, steps // accum), weight_decay,
             global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
-        compile_for_pretraining(net, opt)
+        compile_for_pretraining(net, opt, steps_per_execution)
+    if on_cluster_joined is not None:
+        # Under MultiWorkerMirroredStrategy creating the variables broadcast the chief's
+        # initial values: every worker has been reached.
+        on_cluster_joined()
+    if task_type is not None:
+        _patch_symbolic_build(net)
     callbacks = [make_backup_callback(backup_dir, checkpoint_every, write=chief,
                                       checkpoints_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy)]
     if chief:
@@ -352,6 +448,8 @@ def run_pretraining(
                            "per-checkpoint metrics go to %s", os.path.join(output_dir, "history.csv"))
     if stop_after_steps:
         callbacks.append(_Preempt(stop_after_steps, accum))
+    if os.environ.get("KERASNLP_PLUS_LOG_DATA_SHARE"):  # test hook: which rows this worker reads
+        _log_data_share(strategy, dataset, task_id)
     start = time.time()
     export_dir = os.path.join(output_dir, "export")
     try:
@@ -361,7 +459,16 @@ def run_pretraining(
         )
         elapsed = time.time() - start
         if chief:
-            export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
+            if is_remote(export_dir):  # written locally, then copied (gs:// on a TPU)
+                local = tempfile.mkdtemp(prefix="kerasnlp_plus-export-")
+                try:
+                    export_model(net, local, data_dir if not is_remote(data_dir) else None,
+                                 export_huggingface, hf_dtype)
+                    _copy_tree(local, export_dir)
+                finally:
+                    shutil.rmtree(local, ignore_errors=True)
+            else:
+                export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
     except DiskFullError:
         raise
     except tf.errors.DataLossError as e:
@@ -391,5 +498,9 @@ def run_pretraining(
     if chief:
         from kerasnlp_plus.utils import atomic_write_text
 
-        atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
+        if is_remote(output_dir):
+            with tf.io.gfile.GFile(os.path.join(output_dir, "summary.json"), "w") as f:
+                f.write(json.dumps(summary, indent=1))
+        else:
+            atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
     return net, summary
