@@ -26,7 +26,8 @@ def bf16_policy():
 
 def copy_to(local, remote):
     tf.io.gfile.makedirs(remote)
-    for name in os.listdir(local):
+    # Sorted: TF's ram:// file system loses "a" when "a.json" was written before it.
+    for name in sorted(os.listdir(local)):
         tf.io.gfile.copy(os.path.join(local, name), f"{remote}/{name}", overwrite=True)
 
 

@@ -274,6 +274,30 @@ def _log_data_share(strategy, dataset, task_id):
     print(f"data share: worker {task_id} rows {','.join(rows)}", flush=True)
 
 
+class _RemoteCSVLogger:
+    """``history.csv`` on a ``gs://``-style path: Keras' ``CSVLogger`` fails there
+    (``GFile`` has no ``closed``) and object stores cannot append, so the whole file
+    is rewritten after each epoch (it is small: one row per checkpoint interval)."""
+
+    def __new__(cls, path):
+        import keras
+        import tensorflow as tf
+
+        class RemoteCSVLogger(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.text = tf.io.gfile.GFile(path, "r").read() if tf.io.gfile.exists(path) else ""
+
+            def on_epoch_end(self, epoch, logs=None):
+                keys = sorted(logs or {})
+                if not self.text:
+                    self.text = ",".join(["epoch", *keys]) + "\n"
+                self.text += ",".join([str(epoch), *(repr(float(logs[k])) for k in keys)]) + "\n"
+                with tf.io.gfile.GFile(path, "w") as f:
+                    f.write(self.text)
+
+        return RemoteCSVLogger()
+
+
 def _copy_tree(local, remote):
     import tensorflow as tf
 
@@ -440,7 +464,9 @@ def run_pretraining(
     callbacks = [make_backup_callback(backup_dir, checkpoint_every, write=chief,
                                       checkpoints_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy)]
     if chief:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True))
+        history_csv = os.path.join(output_dir, "history.csv")
+        callbacks.append(_RemoteCSVLogger(history_csv) if is_remote(history_csv)
+                         else keras.callbacks.CSVLogger(history_csv, append=True))
         if _tensorboard_available():
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq=log_every))
         else:
