@@ -31,7 +31,8 @@ def select_strategy(tpu=None, replicas=None, collective_timeout=None):
     import tensorflow as tf
 
     if tpu:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=None if tpu == "local" else tpu)
+        # tpu="local" is TensorFlow's documented value on a TPU VM (the TPU is attached).
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver), "tpu"

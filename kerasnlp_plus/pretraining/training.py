@@ -459,7 +459,7 @@ def run_pretraining(
         # Under MultiWorkerMirroredStrategy creating the variables broadcast the chief's
         # initial values: every worker has been reached.
         on_cluster_joined()
-    if task_type is not None:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _patch_symbolic_build(net)
     callbacks = [make_backup_callback(backup_dir, checkpoint_every, write=chief,
                                       checkpoints_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy)]
