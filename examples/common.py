@@ -202,8 +202,7 @@ def add_strategy_args(parser):
                    help="N logical CPU replicas + MirroredStrategy (testing on a CPU). Default: all local "
                         "GPUs (MirroredStrategy), or the cluster of TF_CONFIG (MultiWorkerMirroredStrategy)")
     g.add_argument("--dropout", type=float, default=None,
-                   help="dropout rate (default: the checkpoint's config; 0.1 from scratch). 0 makes N replicas "
-                        "train exactly like one: dropout masks depend on each replica's batch shape")
+                   help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
 
 
 def _dropout_overrides(args):
@@ -222,25 +221,11 @@ def select_strategy(args, log=print):
     return strategy
 
 
-def global_token_weights(dataset):
-    """Scale each global batch's token weights to ``w * size / sum(w)``: with the
-    ``sum_over_batch_size`` loss that ``compile_unilm(replicas > 1)`` uses, the loss
-    is then the mean over the target tokens of the whole global batch, however it is
-    split over replicas (a per-replica weighted mean would average the replicas'
-    means instead). Exact when the batch divides evenly over the replicas."""
-    def normalize(x, y, w):
-        return x, y, w * (tf.cast(tf.size(w), tf.float32) / tf.maximum(tf.reduce_sum(w), 1.0))
-
-    return dataset.map(normalize)
-
-
-def compile_unilm(model, lr, weight_decay=0.0, replicas=1):
+def compile_unilm(model, lr, weight_decay=0.0):
     """Adam (or AdamW with ``weight_decay``) and the token-weighted cross entropy.
 
     ``mean_with_sample_weight`` divides the summed loss by the number of target
     tokens in the batch, as bert4keras' ``sum(loss * mask) / sum(mask)`` does.
-    ``replicas > 1``: ``sum_over_batch_size`` on weights normalized by
-    ``global_token_weights``, the same loss over a global batch split over replicas.
     """
     # kerasnlp_plus' Adam/AdamW: Keras' own, with exact updates for repeated embedding rows.
     from kerasnlp_plus.optimizers import Adam, AdamW
@@ -251,8 +236,7 @@ def compile_unilm(model, lr, weight_decay=0.0, replicas=1):
     else:
         optimizer = Adam(lr)
     loss = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=model.with_mlm == "linear",
-        reduction="mean_with_sample_weight" if replicas <= 1 else "sum_over_batch_size",
+        from_logits=model.with_mlm == "linear", reduction="mean_with_sample_weight"
     )
     # Variable-length batches: no XLA (it would recompile for every new shape).
     model.compile(optimizer=optimizer, loss=loss, jit_compile=False)

@@ -428,7 +428,7 @@ def main(args=None, log=print):
 
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     with strategy.scope():
-        common.compile_unilm(model, lr, args.weight_decay, replicas=strategy.num_replicas_in_sync)
+        common.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; {model.count_params():,} parameters")
 
     def encode(records):
@@ -438,8 +438,6 @@ def main(args=None, log=print):
 
     train_ds = common.unilm_dataset(encode(train), args.batch_size, shuffle=True, seed=args.seed)
     valid_ds = common.unilm_dataset(encode(valid), args.batch_size)
-    if strategy.num_replicas_in_sync > 1:
-        train_ds, valid_ds = common.global_token_weights(train_ds), common.global_token_weights(valid_ds)
     decoder = common.Decoder(model, end_id=keys.sep, maxlen=args.max_key_len, batch_size=args.decode_batch_size)
 
     def answer(questions):

@@ -156,7 +156,7 @@ def main(args=None, log=print):
         model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     with strategy.scope():
-        common.compile_unilm(model, lr, args.weight_decay, replicas=strategy.num_replicas_in_sync)
+        common.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; "
         f"{model.count_params():,} parameters")
 
@@ -165,8 +165,6 @@ def main(args=None, log=print):
     )
     train_ds = common.unilm_dataset(encode(train_pairs), args.batch_size, shuffle=True, seed=args.seed)
     valid_ds = common.unilm_dataset(encode(valid_pairs), args.batch_size)
-    if strategy.num_replicas_in_sync > 1:
-        train_ds, valid_ds = common.global_token_weights(train_ds), common.global_token_weights(valid_ds)
     sources = [ids for ids, _ in tokenizer.encode_batch([a for _, a in valid_pairs], maxlen=args.max_source_len)]
 
     decoder = common.Decoder(model, end_id=tokenizer.end_id, maxlen=args.max_target_len,
