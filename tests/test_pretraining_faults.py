@@ -169,6 +169,7 @@ def test_kill_at_a_random_instant_then_resume_equals_uninterrupted(data, referen
     assert_same_weights(final_weights(reference), final_weights(out))
 
 
+@pytest.mark.slow  # two runs (~90 s on the loaded 2-core machine); needs root or user namespaces
 def test_disk_full_exits_cleanly_and_resumes_after_space_is_freed(data, reference, tmp_path):
     """Output on a 20 MiB tmpfs (a private mount namespace): the second save fills it.
     Exit 74 with a message, the state of step 2 intact; grown to 100 MiB, the same
