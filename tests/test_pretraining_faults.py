@@ -217,6 +217,8 @@ def test_rerun_with_other_options_refuses_and_lists_the_differences(data, refere
     with pytest.raises(StateError, match=r"(?s)data: was .*data_meta_sha256.*learning_rate"):
         check_run_options(str(run), other_data)
     assert check_run_options(str(run), options) is True  # same options: resume
+    assert check_run_options(str(run), dict(options, data="/moved/data")) is True  # same content, moved
+    options = json.loads((run / "run_options.json").read_text())
     with pytest.raises(StateError, match="no saved state"):
         check_run_options(str(tmp_path / "fresh"), options, resume=True)
     assert check_run_options(str(run), other_data, force_new=True) is False

@@ -334,7 +334,11 @@ def check_run_options(output_dir, options, force_new=False, resume=False, write=
         raise StateError(f"--resume: {output_dir} holds no saved state to resume")
     if old is not None:
         keys = sorted(set(old) | set(options))
-        diffs = [f"  {k}: was {old.get(k)!r}, now {options.get(k)!r}" for k in keys if old.get(k) != options.get(k)]
+        # The data counts by content (its meta.json): a moved data folder still resumes;
+        # its path is listed only along with a content difference.
+        moved = {"data"} if old.get("data_meta_sha256") == options.get("data_meta_sha256") else set()
+        diffs = [f"  {k}: was {old.get(k)!r}, now {options.get(k)!r}" for k in keys
+                 if old.get(k) != options.get(k) and k not in moved]
         if diffs:
             raise StateError(
                 f"{output_dir} belongs to a run with other options ({path}):\n" + "\n".join(diffs)
@@ -344,7 +348,7 @@ def check_run_options(output_dir, options, force_new=False, resume=False, write=
     elif has_state and not force_new:
         raise StateError(f"{output_dir} has a saved state but no {OPTIONS_NAME}: its options are unknown; "
                          "use --force-new to start over")
-    if write:
+    if write and old != options:
         text = json.dumps(options, indent=1, sort_keys=True)
         if is_remote(output_dir):
             gfile.makedirs(output_dir)
