@@ -52,8 +52,9 @@ def test_two_cpu_replicas_build_the_same_model_and_train(script, vocab_path, tmp
     assert "strategy: cpu_mirrored (2 replicas" in logs[2] and "strategy:" not in logs[1]
     one, two = h5_arrays(tmp_path / "r1" / "best.weights.h5"), h5_arrays(tmp_path / "r2" / "best.weights.h5")
     r1, r2 = (json.loads((tmp_path / f"r{n}" / "results.json").read_text(encoding="utf-8")) for n in (1, 2))
-    # Same initial weights under the strategy: the same validation loss before training.
-    np.testing.assert_allclose(r1["valid_loss_before"], r2["valid_loss_before"], rtol=1e-5)
+    # Same initial weights under the strategy: the same validation loss before training
+    # (to 1e-4, not 1e-5: each replica pads its own half and the replicas' means are averaged).
+    np.testing.assert_allclose(r1["valid_loss_before"], r2["valid_loss_before"], rtol=1e-4)
     # Both trained (4 steps of a global batch of 8).
     assert r2["valid_loss_after"] < r2["valid_loss_before"] and r1["valid_loss_after"] < r1["valid_loss_before"]
     assert len(r2["batch_losses"]) == len(r1["batch_losses"]) == 4
