@@ -29,7 +29,6 @@ def h5_arrays(path):
     return out
 
 
-@pytest.mark.slow  # two example runs side by side (~140 s on the loaded 2-core machine)
 @pytest.mark.parametrize("script", ["seq2seq_autotitle.py"])
 def test_two_cpu_replicas_build_the_same_model_and_train(script, vocab_path, tmp_path):
     args = ["--scratch", "--vocab", str(vocab_path), "--limit-train", "32", "--limit-valid", "4", "--epochs", "1",
