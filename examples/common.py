@@ -169,7 +169,7 @@ def load_model_and_tokenizer(args, application="unilm", log=print):
         tokenizer = Tokenizer(token_dict, do_lower_case=True)
         model = build_transformer_model(
             args.config, args.checkpoint, model=args.model, application=application,
-            with_mlm=True, keep_tokens=keep_tokens,
+            with_mlm=True, keep_tokens=keep_tokens, **_dropout_overrides(args),
         )
         log(f"model: {args.model} from {args.checkpoint or args.config} "
             f"(vocab simplified to {len(keep_tokens)} tokens)")
@@ -177,20 +177,48 @@ def load_model_and_tokenizer(args, application="unilm", log=print):
     demo = None if getattr(args, "scratch", False) else demo_model_path()
     if demo is not None:
         tokenizer = Tokenizer(str(demo / "vocab.txt"), do_lower_case=True)
-        model = build_transformer_model(str(demo), str(demo), application=application, with_mlm=True)
+        model = build_transformer_model(str(demo), str(demo), application=application, with_mlm=True,
+                                        **_dropout_overrides(args))
         log(f"model: the pretrained demo model in {demo}")
         return model, tokenizer, "demo"
     vocab = args.vocab or default_vocab_path()
     token_dict, keep_tokens = load_vocab(str(vocab), simplified=True, startswith=SPECIAL_TOKENS)
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
     model = build_transformer_model(
-        None, application=application, with_mlm=True, vocab_size=len(keep_tokens), **TINY_CONFIG
+        None, application=application, with_mlm=True, vocab_size=len(keep_tokens), **TINY_CONFIG,
+        **_dropout_overrides(args),
     )
     log("model: NO pretrained weights found: training a tiny model FROM SCRATCH "
         f"({TINY_CONFIG['num_hidden_layers']} layers, hidden {TINY_CONFIG['hidden_size']}, "
         f"vocab {len(keep_tokens)}). This only shows the pipeline; its scores are not "
         "comparable to published ones.")
     return model, tokenizer, "scratch"
+
+
+def add_strategy_args(parser):
+    """``--replicas``: the device options shared with ``pretraining/pretrain.py``."""
+    g = parser.add_argument_group("devices (the strategy selection of pretraining/pretrain.py)")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="N logical CPU replicas + MirroredStrategy (testing on a CPU). Default: all local "
+                        "GPUs (MirroredStrategy), or the cluster of TF_CONFIG (MultiWorkerMirroredStrategy)")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
+
+
+def _dropout_overrides(args):
+    rate = getattr(args, "dropout", None)
+    return {} if rate is None else {"dropout_rate": rate, "attention_dropout_rate": rate}
+
+
+def select_strategy(args, log=print):
+    """The ``tf.distribute`` strategy for ``args`` (call before any TF op: logical CPU
+    devices and multi-worker clusters must be set up first)."""
+    from kerasnlp_plus.pretraining.strategy import select_strategy as _select
+
+    strategy, kind = _select(replicas=getattr(args, "replicas", None))
+    if strategy.num_replicas_in_sync > 1:
+        log(f"strategy: {kind} ({strategy.num_replicas_in_sync} replicas; --batch-size is the global batch)")
+    return strategy
 
 
 def compile_unilm(model, lr, weight_decay=0.0):

@@ -354,6 +354,7 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--show", type=int, default=5)
     g.add_argument("--verbose", type=int, default=1)
+    common.add_strategy_args(p)
     g.add_argument("--trie-benchmark", type=int, metavar="N",
                    help="only measure building a trie over N synthetic triples shaped like the KB")
     return p.parse_args(argv)
@@ -412,6 +413,7 @@ def main(args=None, log=print):
     if args is None or isinstance(args, list):
         args = parse_args(args)
     timer = common.Timer()
+    strategy = common.select_strategy(args, log)  # before any TF op
     common.set_seed(args.seed)
     data_dir, kb_path = resolve_paths(args)
     if args.trie_benchmark:
@@ -428,14 +430,16 @@ def main(args=None, log=print):
     test = [] if args.no_test else read_questions(data_dir / "test_public.json", args.limit_test)
     log(f"data: {len(train)} train / {len(valid)} dev / {len(test)} test_public questions from {data_dir}")
 
-    model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+    with strategy.scope():
+        model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
     check_sequence_length(model, args.max_question_len + args.max_key_len, "--max-question-len + --max-key-len =")
     keys = KeyEncoder(tokenizer)
     trie, trie_stats = build_kb_trie(kb_path, keys, args.max_key_len, args.limit_kb,
                                      args.skip_bad_kb_lines, log=log)
 
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
-    common.compile_unilm(model, lr, args.weight_decay)
+    with strategy.scope():
+        common.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; {model.count_params():,} parameters")
 
     def encode(records):

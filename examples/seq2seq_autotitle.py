@@ -81,6 +81,7 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--show", type=int, default=5, help="generated titles to print per evaluation")
     g.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0 silent, 1 bar)")
+    common.add_strategy_args(p)
     return p.parse_args(argv)
 
 
@@ -135,6 +136,7 @@ def main(args=None, log=print):
     if args is None or isinstance(args, list):
         args = parse_args(args)
     timer = common.Timer()
+    strategy = common.select_strategy(args, log)  # before any TF op
     common.set_seed(args.seed)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -151,12 +153,14 @@ def main(args=None, log=print):
     log(f"data: {len(train_pairs)} training pairs from {', '.join(map(str, train_files))}; "
         f"{len(valid_pairs)} validation pairs from {', '.join(map(str, valid_files))}")
 
-    model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+    with strategy.scope():
+        model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
     # Refuse here, with the package's message, rather than let positions overflow in
     # training (an XLA-compiled step cannot raise; see kerasnlp_plus.layers.embeddings).
     check_sequence_length(model, args.max_source_len + args.max_target_len, "--max-source-len + --max-target-len =")
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
-    common.compile_unilm(model, lr, args.weight_decay)
+    with strategy.scope():
+        common.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; "
         f"{model.count_params():,} parameters")
 

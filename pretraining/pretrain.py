@@ -25,8 +25,13 @@ Examples:
         --output gs://bucket/run --config bert_config.json --batch-size 1024 \\
         --optimizer lamb --mixed-precision
 
-Kill it and rerun the same command to resume at the last checkpoint (every
---checkpoint-every steps) with the same optimizer state and data position.
+Kill it at any moment and rerun the same command to resume at the last saved state
+(every --checkpoint-every steps: weights, optimizer, data position, dropout seeds).
+The run folder remembers its options (run_options.json): a rerun with other data,
+batch size, schedule or model size refuses and lists the differences; --force-new
+deletes the old run and starts over, --resume insists on a state to resume.
+A full disk stops the run with exit status 74 and the last state intact; free
+space and rerun. Bad input, damaged state or shards: exit status 2 with a message.
 Exports OUTPUT/export/: bert_model.ckpt + bert_config.json, model.keras, vocab.txt
 (and hf/ with --export-huggingface).
 """
@@ -77,6 +82,16 @@ def parse_args(argv=None):
     p.add_argument("--hf-dtype", default=None, help="e.g. float16 for a half-size model.safetensors")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # test hook
     p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="training steps per compiled call (a TPU wants e.g. 100; must divide --checkpoint-every)")
+    p.add_argument("--cluster-timeout", type=float, default=300,
+                   help="multi-worker: seconds to wait for every worker to join before stopping with an error, "
+                        "and for each all-reduce once training runs (a dead worker stops the others)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--force-new", action="store_true",
+                        help="delete the run already in --output (state, checkpoints, logs, export) and start over")
+    choice.add_argument("--resume", action="store_true",
+                        help="fail unless --output holds a saved state of a run with the same options")
     return p.parse_args(argv)
 
 
@@ -85,15 +100,40 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # The strategy first: MultiWorkerMirroredStrategy and logical CPU devices must be
     # set up before any other TF op runs.
-    from kerasnlp_plus.pretraining.strategy import select_strategy
+    from kerasnlp_plus.pretraining.strategy import StartupWatchdog, select_strategy
 
-    strategy, kind = select_strategy(tpu=args.tpu, replicas=args.replicas)
+    watchdog = None
+    if os.environ.get("TF_CONFIG") and not args.tpu:
+        watchdog = StartupWatchdog(args.cluster_timeout, f"the cluster of TF_CONFIG={os.environ['TF_CONFIG']}")
+    strategy, kind = select_strategy(tpu=args.tpu, replicas=args.replicas, collective_timeout=args.cluster_timeout)
+    args.watchdog = watchdog
     policy = None
     if args.mixed_precision:
         policy = "mixed_float16" if kind.startswith("gpu") or (kind == "multi_worker" and _has_gpu()) \
             else "mixed_bfloat16"
     from kerasnlp_plus.pretraining.training import run_pretraining
 
+    from kerasnlp_plus.pretraining.state import DiskFullError, StateError
+
+    try:
+        summary = _run(args, strategy, policy, run_pretraining)
+    except DiskFullError as e:
+        print(f"pretrain.py: error: {e.strerror}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Not sys.exit: h5py objects left half-written by the failed save segfault when
+        # the interpreter tears them down (HDF5 retries the write on close). Every file
+        # that matters is already closed or renamed into place.
+        os._exit(74)  # EX_IOERR
+    except (StateError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("KERASNLP_PLUS_TRACEBACK"):
+            raise
+        print(f"pretrain.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print(f"strategy {kind} ({summary['replicas']} replicas); " + json.dumps(
+        {k: v for k, v in summary.items() if k != "history"}), flush=True)
+
+
+def _run(args, strategy, policy, run_pretraining):
     size = None
     if args.config is None:
         size = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
@@ -109,9 +149,11 @@ def main(argv=None):
         deterministic=args.deterministic, shuffle_buffer=args.shuffle_buffer, log_every=args.log_every,
         export_huggingface=args.export_huggingface, hf_dtype=args.hf_dtype,
         stop_after_steps=args.stop_after_steps, verbose=args.verbose,
+        force_new=args.force_new, resume=args.resume,
+        on_cluster_joined=args.watchdog.disarm if args.watchdog else None,
+        steps_per_execution=args.steps_per_execution,
     )
-    print(f"strategy {kind} ({summary['replicas']} replicas); " + json.dumps(
-        {k: v for k, v in summary.items() if k != "history"}))
+    return summary
 
 
 def _has_gpu():

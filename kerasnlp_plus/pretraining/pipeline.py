@@ -16,13 +16,29 @@ from kerasnlp_plus.pretraining.preparation import load_meta
 from kerasnlp_plus.pretraining.records import example_transform
 
 
-def shard_files(data_dir, split="train", meta=None):
+def shard_files(data_dir, split="train", meta=None, check=True):
+    """The shard paths of ``split``. ``check``: compare each shard's size with the
+    manifest of ``meta.json`` and raise naming the damaged one (sizes only: cheap even
+    for a large corpus; a same-size corruption is caught by TFRecord's CRCs on read
+    and named by ``run_pretraining``)."""
+    import tensorflow as tf
+
     meta = meta or load_meta(data_dir)
-    files = meta["counts"].get(split, {}).get("files", [])
-    files = [os.path.join(data_dir, f) for f in files]
-    missing = [f for f in files if not os.path.exists(f)]
+    counts = meta["counts"].get(split, {})
+    names = counts.get("files", [])
+    files = [os.path.join(data_dir, f) for f in names]
+    missing = [f for f in files if not tf.io.gfile.exists(f)]
     if missing:
         raise FileNotFoundError(f"shards listed in {data_dir}/meta.json are missing: {missing[:3]}")
+    manifest = counts.get("manifest") or {}
+    if check:
+        for name, path in zip(names, files):
+            expected = (manifest.get(name) or {}).get("bytes")
+            if expected is not None:
+                size = tf.io.gfile.stat(path).length
+                if size != expected:
+                    raise ValueError(f"shard {path} is damaged: {size} bytes, {expected} in {data_dir}/meta.json; "
+                                     "rerun prepare_data.py with the same command to rewrite it")
     return files
 
 

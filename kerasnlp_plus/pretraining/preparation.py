@@ -80,13 +80,35 @@ def config_fingerprint(config):
     return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def file_sha256(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def shard_done(path, fingerprint=None):
-    """The counts of a finished shard written with the same options, else None."""
+    """The counts of a finished shard written with the same options, else None.
+
+    A shard counts as finished only when its size and SHA-256 match those recorded
+    beside it: a truncated or overwritten shard is rewritten (with a warning)."""
     if not (os.path.exists(path) and os.path.exists(path + ".json")):
         return None
-    with open(path + ".json", encoding="utf-8") as f:
-        counts = json.load(f)
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            counts = json.load(f)
+    except ValueError:
+        logger.warning("%s.json is damaged: rewriting the shard", path)
+        return None
     if fingerprint is not None and counts.get("fingerprint") != fingerprint:
+        return None
+    size = os.path.getsize(path)
+    if size != counts.get("bytes") or file_sha256(path) != counts.get("sha256"):
+        logger.warning("%s is damaged (%d bytes, %s recorded, or another checksum): rewriting it",
+                       path, size, counts.get("bytes"))
         return None
     return counts
 
@@ -140,7 +162,8 @@ def process_shard(job):
                 w.write(records.serialize(feats))
     n_tokens = int(sum(int((f["token_ids"] != 0).sum()) for f in examples))
     counts = {"split": split, "shard": index, "documents": len(texts), "examples": len(examples),
-              "tokens": n_tokens, "fingerprint": fingerprint}
+              "tokens": n_tokens, "fingerprint": fingerprint,
+              "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
     atomic_write_text(path + ".json", json.dumps(counts))
     return counts
 
@@ -275,6 +298,10 @@ def prepare(
             "examples": sum(r["examples"] for r in rs),
             "tokens": sum(r["tokens"] for r in rs),
             "files": [os.path.basename(shard_path(output_dir, split, r["shard"])) for r in rs],
+            # Checked by the pipeline before training (a damaged shard is named, not hit mid-run).
+            "manifest": {os.path.basename(shard_path(output_dir, split, r["shard"])):
+                         {"records": r["examples"], "bytes": r.get("bytes"), "sha256": r.get("sha256")}
+                         for r in rs},
         }
     meta["counts"]["bad_lines"] = len(bad_lines)
     if keep_tokens is not None:
@@ -287,12 +314,21 @@ def load_keep_tokens(data_dir, meta):
     """``keep_tokens`` of a simplified-vocab dataset (original id of each new id), or None."""
     if not meta.get("keep_tokens"):
         return None
-    with open(os.path.join(data_dir, meta["keep_tokens"]), encoding="utf-8") as f:
-        return json.load(f)
+    import tensorflow as tf  # tf.io.gfile: the data may be on gs:// (TPU)
+
+    with tf.io.gfile.GFile(os.path.join(data_dir, meta["keep_tokens"]), "r") as f:
+        return json.loads(f.read())
 
 
 def load_meta(data_dir):
     path = os.path.join(data_dir, META_NAME)
+    if "://" in os.fspath(data_dir):  # gs:// and other tf.io.gfile file systems (TPU)
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {data_dir} a folder written by prepare_data.py?")
+        with tf.io.gfile.GFile(path, "r") as f:
+            return json.loads(f.read())
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: is {data_dir} a folder written by prepare_data.py?")
     with open(path, encoding="utf-8") as f:
