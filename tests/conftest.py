@@ -33,3 +33,9 @@ def vocab_path(shared_data):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; excluded from CI with -m 'not slow'")
+
+
+# bert4keras' own example scripts (tests/bert4keras_examples) are run as subprocesses by
+# tests/test_bert4keras_examples.py; --doctest-modules must not import them (each one
+# trains a model at import time).
+collect_ignore_glob = ["bert4keras_examples/*"]
