@@ -5,7 +5,8 @@ behaviours scripts rely on, and the backend / snippets / optimizers / tokenizers
 The reference runs in a separate process (tests/b4k_reference.py) with bert4keras
 0.11.5 on tf_keras: set ``KERASNLP_PLUS_B4K_REFERENCE`` to a folder holding both
 (``pip install --no-deps --target DIR bert4keras==0.11.5 tf-keras~=2.21``); the
-default is /work/b4k_ref. Without it those comparisons are skipped.
+default is ``.b4k-ref`` in the repository, installed there on first use. Where it cannot
+be installed, those comparisons are skipped.
 """
 import itertools
 import json
@@ -27,7 +28,23 @@ from kerasnlp_plus.models import build_transformer_model
 from kerasnlp_plus.tokenizers import load_vocab, save_vocab
 
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "kerasnlp_plus" / "assets" / "demo_model"
-REFERENCE = os.environ.get("KERASNLP_PLUS_B4K_REFERENCE", "/work/b4k_ref")
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = os.environ.get("KERASNLP_PLUS_B4K_REFERENCE", str(REPO_ROOT / ".b4k-ref"))
+
+
+def _install_reference(folder):
+    """bert4keras 0.11.5 and the tf_keras that matches the installed TensorFlow, into
+    ``folder`` (``pip --target --no-deps``: nothing of the test environment changes).
+    A machine without the package index skips the comparisons instead."""
+    import tensorflow as tf
+
+    major_minor = ".".join(tf.__version__.split(".")[:2])
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", folder,
+         "bert4keras==0.11.5", f"tf-keras=={major_minor}.*"],
+        capture_output=True, text=True, timeout=300,
+    )
+    return done.returncode == 0
 TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
 
 
@@ -107,7 +124,7 @@ def test_crf_trains_and_saves_as_keras(tmp_path):
 # --- bert4keras 0.11.5 itself as the reference ----------------------------------------
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    if not os.path.isdir(os.path.join(REFERENCE, "bert4keras")):
+    if not os.path.isdir(os.path.join(REFERENCE, "bert4keras")) and not _install_reference(REFERENCE):
         pytest.skip(f"bert4keras 0.11.5 reference not found in {REFERENCE} (set KERASNLP_PLUS_B4K_REFERENCE)")
     folder = tmp_path_factory.mktemp("b4k_ref")
     rng = np.random.default_rng(7)
