@@ -76,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--export-huggingface", action="store_true")
     p.add_argument("--hf-dtype", default=None, help="e.g. float16 for a half-size model.safetensors")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # test hook
+    p.add_argument("--gather-positions", action="store_true",
+                   help="run the MLM head only at the scored positions (same loss, faster step)")
     p.add_argument("--verbose", type=int, default=2)
     return p.parse_args(argv)
 
@@ -109,6 +111,7 @@ def main(argv=None):
         deterministic=args.deterministic, shuffle_buffer=args.shuffle_buffer, log_every=args.log_every,
         export_huggingface=args.export_huggingface, hf_dtype=args.hf_dtype,
         stop_after_steps=args.stop_after_steps, verbose=args.verbose,
+        gather_positions=args.gather_positions,
     )
     print(f"strategy {kind} ({summary['replicas']} replicas); " + json.dumps(
         {k: v for k, v in summary.items() if k != "history"}))

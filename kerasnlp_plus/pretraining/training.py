@@ -225,8 +225,13 @@ def run_pretraining(
     hf_dtype=None,
     stop_after_steps=None,
     verbose=2,
+    gather_positions=False,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
+
+    ``gather_positions``: run the MLM head only at the scored positions during
+    training (``Transformer.loss_positions_model``): same loss, a faster step. The
+    backups of such a run resume only with the same setting.
 
     ``batch_size`` is the global batch per step (split over the replicas).
     ``steps`` must be a multiple of ``checkpoint_every``.
@@ -258,7 +263,7 @@ def run_pretraining(
         logger.warning("resuming from %s at step %d", backup_dir, done_epochs * checkpoint_every)
     dataset = make_dataset(
         data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-        skip_batches=done_epochs * checkpoint_every, meta=meta,
+        skip_batches=done_epochs * checkpoint_every, meta=meta, gather_positions=gather_positions,
     )
     with strategy.scope():
         net = build_pretraining_model(
@@ -273,7 +278,9 @@ def run_pretraining(
             optimizer, learning_rate, max(1, warmup // accum), max(2, steps // accum), weight_decay,
             global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
-        compile_for_pretraining(net, opt)
+        # The view shares net's weights; net itself is exported and evaluated.
+        train_net = net.loss_positions_model() if gather_positions else net
+        compile_for_pretraining(train_net, opt)
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"), append=True),
@@ -289,7 +296,7 @@ def run_pretraining(
     if stop_after_steps:
         callbacks.append(_Preempt(stop_after_steps, accum))
     start = time.time()
-    history = net.fit(
+    history = train_net.fit(
         dataset, epochs=steps // checkpoint_every, steps_per_epoch=checkpoint_every,
         callbacks=callbacks, verbose=verbose,
     )
