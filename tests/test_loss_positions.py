@@ -148,3 +148,22 @@ def test_pipeline_gathers_and_keeps_the_normalized_loss(pair_data):
     b = float(loss(gathered[1], model.loss_positions_model()(gathered[0]), sample_weight=gathered[2]))
     assert b == pytest.approx(a, abs=1e-5)
     assert json.loads(json.dumps(meta))["task"] == "unilm"
+
+
+def test_run_pretraining_with_gathered_positions(pair_data, tmp_path):
+    """The whole pretraining run (fit, backups, export, summary) through the gathered
+    view, exporting the full model."""
+    from kerasnlp_plus.pretraining.training import run_pretraining
+
+    out, meta, _ = pair_data
+    strategy = tf.distribute.get_strategy()
+    net, summary = run_pretraining(
+        str(out), str(tmp_path / "run"), strategy, steps=2, batch_size=2, checkpoint_every=1,
+        size=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=64),
+        dropout_rate=0.0, learning_rate=1e-3, warmup_steps=1, shuffle_buffer=0, verbose=0,
+        gather_positions=True,
+    )
+    assert summary["steps"] == 2 and len(summary["history"]["loss"]) == 2
+    assert (tmp_path / "run" / "export" / "model.keras").is_file()
+    assert net.with_mlm == "linear" and net.output.shape[-1] == meta["vocab_size"]

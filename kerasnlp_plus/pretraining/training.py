@@ -304,8 +304,8 @@ def run_pretraining(
     export_dir = os.path.join(output_dir, "export")
     export_model(net, export_dir, data_dir, export_huggingface, hf_dtype)
     summary = {
-        "steps": int(net.optimizer.iterations.numpy()) * accum,
-        "optimizer_updates": int(net.optimizer.iterations.numpy()),
+        "steps": int(train_net.optimizer.iterations.numpy()) * accum,
+        "optimizer_updates": int(train_net.optimizer.iterations.numpy()),
         "resumed_at_step": done_epochs * checkpoint_every,
         "replicas": strategy.num_replicas_in_sync,
         "global_batch_size": batch_size,
