@@ -281,8 +281,11 @@ class Decoder:
         # generator_kwargs: e.g. no_repeat_ngram_size
         self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen, **generator_kwargs)
         self.batch_size = batch_size
+        self.end_id = end_id
 
-    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None):
+    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None, source_vocab=False):
+        """``source_vocab``: generate only tokens of the row's own source (and the end
+        token), a copy constraint for extractive tasks such as titles."""
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         results = [None] * len(sources)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -294,6 +297,10 @@ class Decoder:
             kwargs = {"topk": topk, "min_ends": min_ends}
             if trie is not None:
                 kwargs["trie"] = trie
+            if source_vocab:
+                # [CLS]/[SEP] framing excluded; the end id stays allowed
+                allowed = [sorted(set(sources[i][1:-1]) | {self.end_id}) for i in idx]
+                kwargs["prefix_allowed_tokens"] = lambda b, prefix, allowed=allowed: allowed[b]
             outputs = self.generator.beam_search([token_ids, segment_ids], **kwargs)
             for i, out in zip(idx, outputs):
                 results[i] = [int(t) for t in out]

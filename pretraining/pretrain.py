@@ -78,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # test hook
     p.add_argument("--gather-positions", action="store_true",
                    help="run the MLM head only at the scored positions (same loss, faster step)")
+    p.add_argument("--mix-data", default=None,
+                   help="a second prepare_data.py folder read in alternate batches (e.g. mlm with unilm)")
     p.add_argument("--verbose", type=int, default=2)
     return p.parse_args(argv)
 
@@ -111,7 +113,7 @@ def main(argv=None):
         deterministic=args.deterministic, shuffle_buffer=args.shuffle_buffer, log_every=args.log_every,
         export_huggingface=args.export_huggingface, hf_dtype=args.hf_dtype,
         stop_after_steps=args.stop_after_steps, verbose=args.verbose,
-        gather_positions=args.gather_positions,
+        gather_positions=args.gather_positions, mix_data_dir=args.mix_data,
     )
     print(f"strategy {kind} ({summary['replicas']} replicas); " + json.dumps(
         {k: v for k, v in summary.items() if k != "history"}))

@@ -226,12 +226,18 @@ def run_pretraining(
     stop_after_steps=None,
     verbose=2,
     gather_positions=False,
+    mix_data_dir=None,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
 
     ``gather_positions``: run the MLM head only at the scored positions during
     training (``Transformer.loss_positions_model``): same loss, a faster step. The
     backups of such a run resume only with the same setting.
+
+    ``mix_data_dir``: a second folder of records (e.g. MLM next to UniLM seq2seq),
+    read in alternate batches; the model is the one ``data_dir``'s task needs (a
+    ``unilm`` model reads all-segment-0 MLM rows bidirectionally). Needs
+    ``gather_positions`` when the two have different ``seq_len``.
 
     ``batch_size`` is the global batch per step (split over the replicas).
     ``steps`` must be a multiple of ``checkpoint_every``.
@@ -263,8 +269,17 @@ def run_pretraining(
         logger.warning("resuming from %s at step %d", backup_dir, done_epochs * checkpoint_every)
     dataset = make_dataset(
         data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-        skip_batches=done_epochs * checkpoint_every, meta=meta, gather_positions=gather_positions,
+        skip_batches=done_epochs * checkpoint_every // (2 if mix_data_dir else 1), meta=meta,
+        gather_positions=gather_positions,
     )
+    if mix_data_dir:
+        import tensorflow as tf
+
+        mixed = make_dataset(
+            mix_data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
+            skip_batches=done_epochs * checkpoint_every // 2, gather_positions=gather_positions,
+        )
+        dataset = tf.data.Dataset.choose_from_datasets([dataset, mixed], tf.data.Dataset.range(2).repeat())
     with strategy.scope():
         net = build_pretraining_model(
             meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, model=model,
