@@ -36,15 +36,19 @@ CASES = {
 }
 
 
-def median_time(fn, repeat, warmup=2):
+def interleaved_median_times(first, second, repeat, warmup=2):
+    """Median times of two functions timed in alternation, so that a change in the
+    machine's load during the run hits both alike (the machine may be shared)."""
     for _ in range(warmup):
-        fn()
-    times = []
+        first()
+        second()
+    times = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def make_batch(case, dims, vocab_size, rng):
@@ -98,8 +102,11 @@ def run_case(shape, case, dims, repeat):
     compile_(gathered)
     loss_full = float(model.test_on_batch(full_x, labels, sample_weight=weights))
     loss_gathered = float(gathered.test_on_batch(g_x, g_y, sample_weight=g_w))
-    t_full = median_time(lambda: model.train_on_batch(full_x, labels, sample_weight=weights), repeat)
-    t_gathered = median_time(lambda: gathered.train_on_batch(g_x, g_y, sample_weight=g_w), repeat)
+    t_full, t_gathered = interleaved_median_times(
+        lambda: model.train_on_batch(full_x, labels, sample_weight=weights),
+        lambda: gathered.train_on_batch(g_x, g_y, sample_weight=g_w),
+        repeat,
+    )
     print(f"{shape:9s} {case:7s} batch {dims}: loss full {loss_full:.6f} gathered {loss_gathered:.6f} "
           f"(|diff| {abs(loss_full - loss_gathered):.1e}); step full head {1000 * t_full:.0f} ms, "
           f"head at {g_x['Input-Positions'].shape[1]} loss positions {1000 * t_gathered:.0f} ms; "
