@@ -49,7 +49,7 @@ DEFAULT_LIMIT_VALID = 200  # with the embedded sample only
 DEFAULT_LR = {"checkpoint": 1e-5, "demo": 1e-3, "scratch": 1e-3}  # demo: best of 1e-3 and 3e-4 (see below)
 # demo: chosen on 200 CSL pairs held out of the demo model's pretraining and of this
 # choice's training pairs (lines 901-1000 and 1901-2000 of train.tsv; see MODEL_CARD.md)
-DEFAULT_EPOCHS = {"checkpoint": 2, "demo": 3, "scratch": 2}
+DEFAULT_EPOCHS = {"checkpoint": 2, "demo": 6, "scratch": 2}
 # The demo model was pretrained on sequences of at most 160 positions (source + title).
 DEFAULT_MAX_SOURCE_LEN = {"checkpoint": 224, "demo": 128, "scratch": 224}
 DEFAULT_BEAM = 3
