@@ -152,17 +152,23 @@ def test_pipeline_gathers_and_keeps_the_normalized_loss(pair_data):
 
 def test_run_pretraining_with_gathered_positions(pair_data, tmp_path):
     """The whole pretraining run (fit, backups, export, summary) through the gathered
-    view, exporting the full model."""
+    view, with MLM batches of another length mixed in, exporting the full model."""
     from kerasnlp_plus.pretraining.training import run_pretraining
 
     out, meta, _ = pair_data
+    # a second folder read in alternate batches (--mix-data): MLM records of the same vocab
+    mix = tmp_path / "mlm"
+    text = tmp_path / "docs.txt"
+    text.write_text("本文研究了深度学习在图像识别中的应用。\n很长的正文很长的正文。\n", encoding="utf-8")
+    preparation.prepare([str(text)], str(mix), meta["vocab_source"], task="mlm", dynamic_masking=True,
+                        simplified_vocab=True, seq_len=32, progress=False)
     strategy = tf.distribute.get_strategy()
     net, summary = run_pretraining(
         str(out), str(tmp_path / "run"), strategy, steps=2, batch_size=2, checkpoint_every=1,
         size=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                   max_position_embeddings=64),
         dropout_rate=0.0, learning_rate=1e-3, warmup_steps=1, shuffle_buffer=0, verbose=0,
-        gather_positions=True,
+        gather_positions=True, mix_data_dir=str(mix),
     )
     assert summary["steps"] == 2 and len(summary["history"]["loss"]) == 2
     assert (tmp_path / "run" / "export" / "model.keras").is_file()
