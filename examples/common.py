@@ -106,8 +106,22 @@ def _to_training_example(token_ids, segment_ids):
     return (token_ids, segment_ids), y, w
 
 
-def unilm_dataset(encoded, batch_size, shuffle=False, seed=0):
-    """A ``tf.data.Dataset`` of padded batches for ``model.fit`` / ``evaluate``."""
+def _to_positions_example(token_ids, segment_ids):
+    """Like :func:`_to_training_example`, for ``model.loss_positions_model()``: the
+    inputs gain ``Input-Positions`` (the target positions) and the labels/weights are
+    taken there only, so the MLM head runs on the title tokens alone."""
+    from kerasnlp_plus.pretraining.pipeline import gather_loss_positions
+
+    (tokens, segments), y, w = _to_training_example(token_ids, segment_ids)
+    inputs, y, w = gather_loss_positions({"Input-Token": tokens, "Input-Segment": segments}, y, w)
+    return inputs, y, w
+
+
+def unilm_dataset(encoded, batch_size, shuffle=False, seed=0, gather_positions=False):
+    """A ``tf.data.Dataset`` of padded batches for ``model.fit`` / ``evaluate``.
+
+    ``gather_positions``: batches for ``model.loss_positions_model()`` (the head
+    at the target positions only; the same loss, a faster step)."""
     def gen():
         for ids, segs in encoded:
             yield np.asarray(ids, np.int32), np.asarray(segs, np.int32)
@@ -117,7 +131,7 @@ def unilm_dataset(encoded, batch_size, shuffle=False, seed=0):
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(encoded)))
     if shuffle:
         ds = ds.shuffle(len(encoded), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.padded_batch(batch_size).map(_to_training_example)
+    ds = ds.padded_batch(batch_size).map(_to_positions_example if gather_positions else _to_training_example)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -221,8 +235,11 @@ def select_strategy(args, log=print):
     return strategy
 
 
-def compile_unilm(model, lr, weight_decay=0.0):
+def compile_unilm(model, lr, weight_decay=0.0, train_model=None):
     """Adam (or AdamW with ``weight_decay``) and the token-weighted cross entropy.
+
+    ``train_model``: the model to compile instead of ``model`` (e.g.
+    ``model.loss_positions_model()``, which shares ``model``'s weights).
 
     ``mean_with_sample_weight`` divides the summed loss by the number of target
     tokens in the batch, as bert4keras' ``sum(loss * mask) / sum(mask)`` does.
@@ -239,8 +256,9 @@ def compile_unilm(model, lr, weight_decay=0.0):
         from_logits=model.with_mlm == "linear", reduction="mean_with_sample_weight"
     )
     # Variable-length batches: no XLA (it would recompile for every new shape).
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
-    return model
+    train_model = model if train_model is None else train_model
+    train_model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+    return train_model
 
 
 class BatchLossHistory(keras.callbacks.Callback):
@@ -285,13 +303,20 @@ class Decoder:
     batches of ``batch_size`` to keep padding small.
     """
 
-    def __init__(self, model, end_id, maxlen, batch_size=32, minlen=1):
+    def __init__(self, model, end_id, maxlen, batch_size=32, minlen=1, **generator_kwargs):
         from kerasnlp_plus.generation import Generator
 
-        self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen)
+        # generator_kwargs: e.g. no_repeat_ngram_size
+        self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen, **generator_kwargs)
         self.batch_size = batch_size
+        self.end_id = end_id
 
-    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None, node_scores_fn=None):
+    def decode(self, sources, topk=1, trie=None, min_ends=1, progress=None, node_scores_fn=None,
+               source_vocab=False):
+        """``node_scores_fn``: look-ahead scores for a batch's sources (see
+        ``Generator.beam_search(node_scores=)``). ``source_vocab``: generate only tokens
+        of the row's own source (and the end token), a copy constraint for extractive
+        tasks such as titles."""
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         results = [None] * len(sources)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -305,6 +330,10 @@ class Decoder:
                 kwargs["trie"] = trie
             if node_scores_fn is not None:  # look-ahead scores of this batch's sources
                 kwargs["node_scores"] = node_scores_fn([sources[i] for i in idx])
+            if source_vocab:
+                # [CLS]/[SEP] framing excluded; the end id stays allowed
+                allowed = [sorted(set(sources[i][1:-1]) | {self.end_id}) for i in idx]
+                kwargs["prefix_allowed_tokens"] = lambda b, prefix, allowed=allowed: allowed[b]
             outputs = self.generator.beam_search([token_ids, segment_ids], **kwargs)
             for i, out in zip(idx, outputs):
                 results[i] = [int(t) for t in out]
@@ -341,6 +370,24 @@ def title_metrics(predictions, references):
             references=[ref.split(" ")], hypothesis=pred.split(" "), smoothing_function=smooth
         )
     return {k: 100.0 * v / len(references) for k, v in totals.items()}
+
+
+def copy_baseline(abstracts, references, n_chars):
+    """:func:`title_metrics` of the trivial "title": the first ``n_chars`` characters
+    of each abstract (what a model must beat to add anything)."""
+    return title_metrics([a[:n_chars] for a in abstracts], references)
+
+
+def max_token_run(token_lists):
+    """The longest run of one token repeated back to back over all ``token_lists``."""
+    longest = 0
+    for tokens in token_lists:
+        run, prev = 0, object()
+        for t in tokens:
+            run = run + 1 if t == prev else 1
+            prev = t
+            longest = max(longest, run)
+    return longest
 
 
 class Timer:

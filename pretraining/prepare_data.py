@@ -34,8 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab", required=True, help="BERT vocab.txt")
     p.add_argument("--task", choices=["mlm", "lm", "unilm", "plm"], default="mlm")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--doc-format", choices=["lines", "blank"], default="lines",
-                   help="'lines': one document per line; 'blank': blank line between documents")
+    p.add_argument("--doc-format", choices=["lines", "blank", "pairs"], default="lines",
+                   help="'lines': one document per line; 'blank': blank line between documents; "
+                        "'pairs' (--task unilm): one target<TAB>source pair per line")
     p.add_argument("--simplified-vocab", action="store_true",
                    help="drop the tokens a Chinese tokenizer never produces (bert4keras' rule); "
                         "the reduced vocab is written to OUTPUT/vocab.txt and keep_tokens to meta.json")

@@ -81,6 +81,10 @@ def parse_args(argv=None):
     p.add_argument("--export-huggingface", action="store_true")
     p.add_argument("--hf-dtype", default=None, help="e.g. float16 for a half-size model.safetensors")
     p.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # test hook
+    p.add_argument("--gather-positions", action="store_true",
+                   help="run the MLM head only at the scored positions (same loss, faster step)")
+    p.add_argument("--mix-data", default=None,
+                   help="a second prepare_data.py folder read in alternate batches (e.g. mlm with unilm)")
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (a TPU wants e.g. 100; must divide --checkpoint-every)")
@@ -152,6 +156,7 @@ def _run(args, strategy, policy, run_pretraining):
         force_new=args.force_new, resume=args.resume,
         on_cluster_joined=args.watchdog.disarm if args.watchdog else None,
         steps_per_execution=args.steps_per_execution,
+        gather_positions=args.gather_positions, mix_data_dir=args.mix_data,
     )
     return summary
 

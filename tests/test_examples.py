@@ -193,3 +193,32 @@ def test_checkpoint_model_is_loaded_with_a_simplified_vocab(common, vocab_path, 
     np.testing.assert_allclose(model.token_embedding.get_weights()[0], full_rows[keep_tokens])
     ids, _ = tokenizer.encode("深度学习")
     assert tokenizer.decode(ids) == "深度学习"
+
+
+# ------------------------------------------------------------- the main job's parts
+def test_copy_baseline_and_token_runs(common):
+    m = common.copy_baseline(["深度学习的图像分类方法研究", "某某"], ["深度学习", "无关"], 4)
+    # row 1: "深度学习" vs "深度学习" -> 100; row 2: "某某" vs "无关" -> 0
+    assert m["rouge-l"] == pytest.approx(50.0)
+    assert common.max_token_run([[1, 2, 2, 2, 3], [4, 4]]) == 3
+    assert common.max_token_run([[], [5]]) == 1
+
+
+def test_gathered_training_batches_give_the_full_head_loss(common):
+    """The main job trains through model.loss_positions_model() on batches from
+    unilm_dataset(gather_positions=True): the same loss as the full head on the
+    same pairs (the shipped demo model, real CSL pairs of different lengths)."""
+    path = common.demo_model_path()
+    tokenizer = common.Tokenizer(str(path / "vocab.txt"), do_lower_case=True)
+    model = common.build_transformer_model(str(path), str(path), application="unilm", with_mlm=True)
+    pairs = common.read_title_tsv([EXAMPLES / "data" / "csl" / "train.tsv"], limit=12)
+    encoded = common.unilm_pairs(tokenizer, [a for _, a in pairs], [t for t, _ in pairs], 96, 24)
+    full = common.compile_unilm(model, 1e-3)
+    full_loss = full.evaluate(common.unilm_dataset(encoded, 5), verbose=0)
+    view = common.compile_unilm(model, 1e-3, train_model=model.loss_positions_model())
+    batches = list(common.unilm_dataset(encoded, 5, gather_positions=True))
+    assert {b[0]["Input-Positions"].shape[1] % 8 for b in batches} == {0}
+    # every title token is kept: the gathered weights sum to the full ones
+    assert sum(float(b[2].numpy().sum()) for b in batches) == sum(sum(segs) for _, segs in encoded)
+    gathered_loss = view.evaluate(common.unilm_dataset(encoded, 5, gather_positions=True), verbose=0)
+    assert gathered_loss == pytest.approx(full_loss, rel=1e-5)

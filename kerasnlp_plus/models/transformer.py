@@ -70,6 +70,21 @@ class PoolerTakeFirstToken(TakeFirstToken):
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class GatherPositions(keras.layers.Layer):
+    """``x[b, positions[b, p]]``: the rows of ``x`` (batch, length, ...) at the int
+    ``positions`` (batch, P), as (batch, P, ...)."""
+
+    def call(self, inputs):
+        x, positions = inputs
+        index = ops.expand_dims(ops.cast(positions, "int32"), -1)
+        return ops.take_along_axis(x, index, axis=1)
+
+    def compute_output_spec(self, inputs):
+        x, positions = inputs
+        return keras.KerasTensor(tuple(positions.shape[:2]) + tuple(x.shape[2:]), dtype=x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class Transformer(keras.Model):
     """A BERT-family encoder with optional pooler, NSP and MLM heads.
 
@@ -273,6 +288,8 @@ class Transformer(keras.Model):
             x = block(x, attention_mask=attention_mask, position_ids=position_ids)
             x = SequenceMask(dtype=dtype, name=f"Transformer-{depth}-FeedForward-Norm")([x, token_ids])
         sequence = g if application == "plm" else x
+        # Kept for loss_positions_model (the head run at chosen positions only).
+        self._sequence_output = sequence
 
         outputs = [sequence]
         if self.pooler_dense is not None:
@@ -363,6 +380,28 @@ class Transformer(keras.Model):
             x = self.token_mapping(x, reverse=True)
         x = self.mlm_bias(self.token_embedding(x, reverse=True))
         return self.mlm_activation(x)
+
+    def loss_positions_model(self):
+        """A training view of this model that runs the MLM head only where the loss
+        is counted (Google BERT's ``masked_lm_positions``).
+
+        The returned functional model shares every layer (and weight) with this one.
+        Its inputs are this model's inputs plus ``Input-Positions`` (int, ``(batch,
+        P)``: the positions to predict at, padded with any valid index and given a 0
+        sample weight); its output is the MLM output at those positions only,
+        ``(batch, P, vocab)``, equal to ``model(inputs)`` gathered at ``positions``.
+        The head (a ``hidden x vocab`` projection) dominates the cost of a small
+        model, and seq2seq or MLM losses count a few positions out of the sequence,
+        so training through this view is several times cheaper. This model itself,
+        its outputs and the cached decoder are unchanged.
+        """
+        if not self._with_mlm:
+            raise ValueError("loss_positions_model needs a model built with with_mlm")
+        positions = keras.Input((None,), dtype="int32", name="Input-Positions")
+        picked = GatherPositions(name="Gather-Positions")([self._sequence_output, positions])
+        return keras.Model(
+            inputs=list(self.inputs) + [positions], outputs=self.mlm_head(picked), name=f"{self.name}_at_positions"
+        )
 
     # --- key/value cache -----------------------------------------------------------
     def init_cache(self, batch_size, max_length):

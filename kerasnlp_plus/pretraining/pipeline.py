@@ -61,6 +61,7 @@ def make_dataset(
     normalize=True,
     drop_remainder=True,
     meta=None,
+    gather_positions=False,
 ):
     """A dataset of ``(inputs, labels, sample_weights)`` global batches.
 
@@ -76,6 +77,9 @@ def make_dataset(
             each pass.
         skip_batches: batches to skip at the start (resuming at a step).
         normalize: scale the weights over the global batch (see module doc).
+        gather_positions: add ``Input-Positions`` and keep labels/weights at the
+            scored positions only (for ``Transformer.loss_positions_model``; see
+            :func:`gather_loss_positions`); the normalized loss is the same.
     """
     import tensorflow as tf
 
@@ -113,6 +117,8 @@ def make_dataset(
         ds = ds.skip(int(skip_batches) * int(global_batch_size))
     ds = ds.map(example_transform(meta, seed=seed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
+    if gather_positions:
+        ds = ds.map(gather_loss_positions)
     if normalize:
         ds = ds.map(normalize_weights)
     options = tf.data.Options()
@@ -120,3 +126,36 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def loss_positions(weights, multiple=8):
+    """The positions that carry loss in a batch, for ``Transformer.loss_positions_model``.
+
+    ``weights``: float ``(batch, length)``, > 0 where the loss counts. Returns int32
+    ``positions`` ``(batch, P)``: each row's scored positions in order, then padding
+    positions (weight 0) to fill the row. ``P`` is the batch's largest count rounded up
+    to a multiple of ``multiple`` (at most ``length``), so that few distinct shapes
+    reach the traced train step.
+    """
+    import tensorflow as tf
+
+    scored = weights > 0
+    length = tf.shape(weights)[1]
+    count = tf.reduce_max(tf.reduce_sum(tf.cast(scored, tf.int32), axis=1))
+    size = tf.minimum(length, tf.maximum(multiple, (count + multiple - 1) // multiple * multiple))
+    # stable sort: scored positions first, in their order
+    order = tf.argsort(tf.cast(~scored, tf.int32), axis=1, stable=True)
+    return tf.cast(order[:, :size], tf.int32)
+
+
+def gather_loss_positions(inputs, labels, weights, multiple=8):
+    """``(inputs, labels, weights)`` of a batch -> the same with ``Input-Positions``
+    added to the ``inputs`` dict and labels/weights taken at those positions only
+    (see :func:`loss_positions`). Apply it before :func:`normalize_weights`."""
+    import tensorflow as tf
+
+    positions = loss_positions(weights, multiple)
+    inputs = dict(inputs)
+    inputs["Input-Positions"] = positions
+    return (inputs, tf.gather(labels, positions, batch_dims=1),
+            tf.gather(weights, positions, batch_dims=1))

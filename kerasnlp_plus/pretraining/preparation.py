@@ -116,6 +116,8 @@ def shard_done(path, fingerprint=None):
 def examples_for_shard(texts, rng, config, tokenizer):
     """The records (dicts of int lists) of one shard."""
     task, seq_len = config["task"], config["seq_len"]
+    if config.get("pairs"):
+        return pair_examples(texts, config, tokenizer)
     whole_words = task == "mlm" and config["whole_word_masking"]
     units = document_units(tokenizer, texts, whole_words=whole_words)
     packed = pack_documents(units, seq_len, tokenizer._token_cls_id, tokenizer._token_sep_id)
@@ -139,6 +141,23 @@ def examples_for_shard(texts, rng, config, tokenizer):
         elif task == "plm" and config["plm_static_order"]:
             feats["order"] = plm_order_np(tokens, rng)
         out.append(feats)
+    return out
+
+
+def pair_examples(texts, config, tokenizer):
+    """UniLM seq2seq records of ``target<TAB>source`` lines: ``[CLS] source [SEP]
+    target [SEP]`` with segment 1 on ``target [SEP]``; the target keeps at most a
+    quarter of ``seq_len`` tokens and the source is cut to fit the rest."""
+    seq_len = config["seq_len"]
+    out = []
+    for text in texts:
+        target, source = text.split("\t")
+        tgt_ids, _ = tokenizer.encode(target, maxlen=max(3, seq_len // 4))
+        src_ids, _ = tokenizer.encode(source, maxlen=seq_len - len(tgt_ids) + 1)
+        ids = list(src_ids) + list(tgt_ids[1:])  # the target's [CLS] is dropped
+        segs = [0] * len(src_ids) + [1] * (len(tgt_ids) - 1)
+        out.append({"token_ids": np.asarray(records.pad(ids, seq_len), dtype=np.int64),
+                    "segment_ids": np.asarray(records.pad(segs, seq_len), dtype=np.int64)})
     return out
 
 
@@ -240,6 +259,10 @@ def prepare(
         "random_token_low": random_token_low(vocab),
         "seed": int(seed),
     }
+    if doc_format == "pairs":
+        if task != "unilm":
+            raise ValueError(f"doc_format 'pairs' (target<TAB>source) needs task 'unilm', got {task!r}")
+        config["pairs"] = True  # in the fingerprint: pair shards are never mixed with packed ones
     bad_lines = []
 
     def report(bad):
@@ -286,6 +309,7 @@ def prepare(
         "random_token_low": config["random_token_low"],
         "seed": int(seed),
         "eval_fraction": float(eval_fraction),
+        "doc_format": doc_format,
         "inputs": [os.path.abspath(p) for p in inputs],
         "counts": {},
         "bad_lines": bad_lines[:1000],

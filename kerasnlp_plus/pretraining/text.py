@@ -4,7 +4,10 @@ Two layouts are read:
 
 - ``'lines'``: one document per line (blank lines are ignored);
 - ``'blank'``: one sentence or paragraph per line, a blank line between documents
-  (Google BERT's ``create_pretraining_data`` layout).
+  (Google BERT's ``create_pretraining_data`` layout);
+- ``'pairs'``: one ``target<TAB>source`` pair per line (UniLM seq2seq pretraining:
+  title or headline, then the text it summarizes); a line without exactly two
+  non-empty fields is reported and skipped.
 
 A line that is not valid UTF-8, or that is mostly control characters, is reported
 (file and 1-based line number) and skipped; it never stops the run. Isolated control
@@ -15,7 +18,7 @@ import unicodedata
 
 logger = logging.getLogger("kerasnlp_plus.pretraining")
 
-DOC_FORMATS = ("lines", "blank")
+DOC_FORMATS = ("lines", "blank", "pairs")
 #: A line where more than this fraction of the characters are control characters is garbage.
 MAX_CONTROL_FRACTION = 0.1
 
@@ -81,6 +84,13 @@ def read_documents(paths, doc_format="lines", on_bad_line=None):
                 text, bad = clean_line(raw, path, lineno)
                 if bad is not None:
                     report(bad)
+                    continue
+                if doc_format == "pairs":
+                    fields = text.strip().split("\t")
+                    if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                        report(BadLine(path, lineno, f"expected target<TAB>source, got {len(fields)} field(s)"))
+                    else:
+                        yield f"{path}:{lineno}", text.strip()
                     continue
                 if doc_format == "lines":
                     if text.strip():

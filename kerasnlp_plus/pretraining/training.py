@@ -375,8 +375,19 @@ def run_pretraining(
     resume=False,
     on_cluster_joined=None,
     steps_per_execution=1,
+    gather_positions=False,
+    mix_data_dir=None,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
+
+    ``gather_positions``: run the MLM head only at the scored positions during
+    training (``Transformer.loss_positions_model``): same loss, a faster step. The
+    backups of such a run resume only with the same setting.
+
+    ``mix_data_dir``: a second folder of records (e.g. MLM next to UniLM seq2seq),
+    read in alternate batches; the model is the one ``data_dir``'s task needs (a
+    ``unilm`` model reads all-segment-0 MLM rows bidirectionally). Needs
+    ``gather_positions`` when the two have different ``seq_len``.
 
     ``batch_size`` is the global batch per step (split over the replicas).
     ``steps`` must be a multiple of ``checkpoint_every``.
@@ -420,6 +431,9 @@ def run_pretraining(
         learning_rate=float(learning_rate), warmup_steps=int(warmup), weight_decay=float(weight_decay),
         global_clipnorm=float(global_clipnorm or 0), gradient_accumulation_steps=accum, epsilon=float(epsilon),
         mixed_precision=mixed_precision, seed=int(seed), shuffle_buffer=int(shuffle_buffer),
+        # the gathered-head view saves its own weight layout; the mixed data changes the batches
+        gather_positions=bool(gather_positions),
+        mix_data=os.path.abspath(mix_data_dir) if mix_data_dir and not is_remote(mix_data_dir) else mix_data_dir,
     )
     if chief:
         tf.io.gfile.makedirs(output_dir)
@@ -441,8 +455,17 @@ def run_pretraining(
         logger.warning("resuming from %s at step %d", found[1], done_step)
     dataset = make_dataset(
         data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
-        skip_batches=done_step, meta=meta,
+        skip_batches=done_step // (2 if mix_data_dir else 1), meta=meta,
+        gather_positions=gather_positions,
     )
+    if mix_data_dir:
+        import tensorflow as tf
+
+        mixed = make_dataset(
+            mix_data_dir, batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
+            skip_batches=done_step // 2, gather_positions=gather_positions,
+        )
+        dataset = tf.data.Dataset.choose_from_datasets([dataset, mixed], tf.data.Dataset.range(2).repeat())
     with strategy.scope():
         net = build_pretraining_model(
             meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, model=model,
@@ -454,13 +477,15 @@ def run_pretraining(
             optimizer, learning_rate, max(1, warmup // accum), max(2, steps // accum), weight_decay,
             global_clipnorm, gradient_accumulation_steps, epsilon=epsilon,
         )
-        compile_for_pretraining(net, opt, steps_per_execution)
+        # The view shares net's weights; net itself is exported and evaluated.
+        train_net = net.loss_positions_model() if gather_positions else net
+        compile_for_pretraining(train_net, opt, steps_per_execution)
     if on_cluster_joined is not None:
         # Under MultiWorkerMirroredStrategy creating the variables broadcast the chief's
         # initial values: every worker has been reached.
         on_cluster_joined()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        _patch_symbolic_build(net)
+        _patch_symbolic_build(train_net)
     callbacks = [make_backup_callback(backup_dir, checkpoint_every, write=chief,
                                       checkpoints_dir=os.path.join(output_dir, "checkpoints"), strategy=strategy)]
     if chief:
@@ -479,7 +504,7 @@ def run_pretraining(
     start = time.time()
     export_dir = os.path.join(output_dir, "export")
     try:
-        history = net.fit(
+        history = train_net.fit(
             dataset, epochs=steps // checkpoint_every, steps_per_epoch=checkpoint_every,
             initial_epoch=done_epochs, callbacks=callbacks, verbose=verbose,
         )
@@ -507,8 +532,8 @@ def run_pretraining(
             ) from e
         raise
     summary = {
-        "steps": int(net.optimizer.iterations.numpy()) * accum,
-        "optimizer_updates": int(net.optimizer.iterations.numpy()),
+        "steps": int(train_net.optimizer.iterations.numpy()) * accum,
+        "optimizer_updates": int(train_net.optimizer.iterations.numpy()),
         "resumed_at_step": done_step,
         "replicas": strategy.num_replicas_in_sync,
         "workers": strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1,
