@@ -72,7 +72,15 @@ class PoolerTakeFirstToken(TakeFirstToken):
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class GatherPositions(keras.layers.Layer):
     """``x[b, positions[b, p]]``: the rows of ``x`` (batch, length, ...) at the int
-    ``positions`` (batch, P), as (batch, P, ...)."""
+    ``positions`` (batch, P), as (batch, P, ...). The sequence's padding mask ends
+    here: the gathered rows are the scored positions, weighted by the caller."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def call(self, inputs):
         x, positions = inputs
