@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from kerasnlp_plus.generation import Generator
-from kerasnlp_plus.generation.validation import allowed_token_ids, check_sequence_length
+from kerasnlp_plus.generation.validation import InputRangeCheck, allowed_token_ids, check_sequence_length
 from kerasnlp_plus.layers import PositionEmbedding
 from kerasnlp_plus.models import build_transformer_model
 from kerasnlp_plus.snippets import AutoRegressiveDecoder
@@ -158,21 +158,37 @@ def _bad_batches():
 
 
 def _feed(kind, tokens, segments, entry):
-    """``entry``'s (fit/evaluate/predict) data of one good batch then ``tokens,
+    """``entry``'s (fit/evaluate/predict) data of good batches then ``tokens,
     segments`` as numpy arrays, a tf.data.Dataset of unknown length (so that no
     trace-time check applies) or a Python generator."""
     good = _ids(6, dtype="float32")
-    batches = [(good, np.zeros_like(good)), (tokens, segments)]
+    # Keras reads the first 2 batches of a generator or PyDataset ahead (to infer their
+    # shapes): the bad one comes third, so that the check runs inside the epoch too
+    batches = [(good, np.zeros_like(good))] * 2 + [(tokens, segments)]
     element = (lambda t, s: ((t, s),)) if entry == "predict" else (lambda t, s: ((t, s), t))
     if kind == "numpy":
         x = [tokens, segments]
         return dict(x=x, batch_size=2) if entry == "predict" else dict(x=x, y=tokens, batch_size=2)
     if kind == "generator":
-        return dict(x=(element(t, s) for t, s in batches), **({} if entry == "evaluate" else {"steps": 2}))
+        return dict(x=(element(t, s) for t, s in batches), **({} if entry == "evaluate" else {"steps": 3}))
+    if kind == "pydataset":
+        return dict(x=_Batches([element(t, s) for t, s in batches]))
     spec = (tf.TensorSpec((None, None), tf.float32),) * 2
     signature = (spec,) if entry == "predict" else (spec, tf.TensorSpec((None, None), tf.float32))
     return dict(x=tf.data.Dataset.from_generator(lambda: (element(t, s) for t, s in batches),
                                                  output_signature=signature))
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["graph", "xla"])
@@ -182,7 +198,7 @@ def compiled_lm(request):
     return model
 
 
-@pytest.mark.parametrize("kind", ["numpy", "dataset", "generator"])
+@pytest.mark.parametrize("kind", ["numpy", "dataset", "generator", "pydataset"])
 def test_keras_entry_points_raise_for_out_of_range_ids(compiled_lm, kind):
     """fit, evaluate and predict, with and without XLA, raise the package's message for a
     position beyond the table, a segment id >= type_vocab_size and a token id >= the
@@ -210,6 +226,20 @@ def test_fit_checks_validation_data_and_the_on_batch_methods(compiled_lm):
             compiled_lm.test_on_batch([tokens, segments], tokens)
         with pytest.raises(ValueError, match=message):
             compiled_lm.predict_on_batch({"Input-Token": tokens, "Input-Segment": segments})
+
+
+def test_host_check_reads_custom_position_ids_and_skips_rotary_models():
+    model = tiny(application="encoder", custom_position_ids=True)
+    model.compile(jit_compile=True)
+    tokens = _ids(4, dtype="float32")
+    positions = np.array([[0, 1, 2, 3], [0, 1, 2, 12]], "float32")
+    with pytest.raises(ValueError, match=POSITION_MESSAGE.replace(".*", r".*got position ids from 0 to 12.*")):
+        model.predict([tokens, np.zeros_like(tokens), positions], verbose=0)
+    InputRangeCheck(model).check([_ids(20), np.zeros((2, 20)), positions[:1]])  # the length does not matter
+    rotary = tiny(application="encoder", model="roformer")
+    InputRangeCheck(rotary).check([_ids(20), np.zeros((2, 20))])  # no position table to overflow
+    with pytest.raises(ValueError, match=TOKEN_MESSAGE):
+        InputRangeCheck(rotary).check({"Input-Token": np.full((1, 3), VOCAB), "Input-Segment": np.zeros((1, 3))})
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -205,6 +205,7 @@ class InputRangeCheck:
     """
 
     def __init__(self, model):
+        model = getattr(model, "model", model)  # the return_keras_model=False handle
         self.input_names = [tensor.name for tensor in model.inputs]
         self.token_embedding = model.token_embedding
         self.segment_embedding = model.segment_embedding

@@ -10,10 +10,21 @@ Position and segment ids beyond their tables are never looked up silently:
 * under XLA (``jit_compile=True``: the Generator's default, Keras on GPU by default)
   TensorFlow compiles ``Assert`` to nothing (tf2xla's ``assert_op.cc`` logs "Ignoring
   Assert operator") and a gather clamps its index, so an overflow cannot raise inside
-  the graph; the embedding rows of out-of-range ids are NaN instead, so every output
-  depending on them (and any loss) is NaN rather than plausibly wrong. Host-side checks
-  (the Generator, :func:`kerasnlp_plus.generation.validation.check_sequence_length`)
-  raise before such a graph runs wherever the package sees the lengths.
+  the compiled program; the embedding rows of out-of-range ids are NaN instead, so
+  every output depending on them (and any loss) is NaN rather than plausibly wrong.
+
+XLA is therefore covered on the host, before the compiled program runs: every Keras
+entry point of :class:`kerasnlp_plus.models.Transformer` (``fit``, ``evaluate``,
+``predict``, ``train_on_batch``, ``test_on_batch``, ``predict_on_batch``) checks its
+data with :class:`kerasnlp_plus.generation.validation.InputRangeCheck` (numpy at once;
+a ``tf.data.Dataset`` through a ``map`` run by tf.data; generators and ``PyDataset`` objects
+batch by batch), token ids against the vocabulary included (:class:`TokenEmbedding`
+itself does not check: under XLA its gather clamps); the Generator and
+:func:`kerasnlp_plus.generation.validation.check_sequence_length` check lengths before
+decoding. What is left is a user's own ``tf.function(jit_compile=True)`` that calls the
+model (or a ``keras.Model`` built on its inputs) directly: there, out-of-range
+positions and segments give NaN rows and out-of-range token ids the last row, and
+nothing raises. :func:`check_id_range` is the one range check all these use.
 """
 import keras
 import numpy as np
