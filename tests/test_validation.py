@@ -220,6 +220,8 @@ def test_fit_checks_validation_data_and_the_on_batch_methods(compiled_lm):
     for name, tokens, segments, message in _bad_batches():
         with pytest.raises(ValueError, match=message):
             compiled_lm.fit([good, np.zeros_like(good)], good, validation_data=([tokens, segments], tokens), verbose=0)
+        with pytest.raises(ValueError, match=message):  # passed by position (batch_size .. validation_split first)
+            compiled_lm.fit([good, np.zeros_like(good)], good, 2, 1, 0, None, 0.0, ([tokens, segments], tokens))
         with pytest.raises(ValueError, match=message):
             compiled_lm.train_on_batch([tokens, segments], tokens)
         with pytest.raises(ValueError, match=message):

@@ -434,10 +434,17 @@ class Transformer(keras.Model):
 
         return InputRangeCheck(self)
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+    def fit(self, *args, **kwargs):
+        import inspect
+
         check = self._input_check()
-        return super().fit(check.wrap(x), y, *args, validation_data=check.wrap_validation_data(validation_data),
-                           **kwargs)
+        # Keras' own signature, so that x and validation_data are found however passed
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        if "x" in bound.arguments:
+            bound.arguments["x"] = check.wrap(bound.arguments["x"])
+        if "validation_data" in bound.arguments:
+            bound.arguments["validation_data"] = check.wrap_validation_data(bound.arguments["validation_data"])
+        return super().fit(*bound.args[1:], **bound.kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation data: checked by fit
