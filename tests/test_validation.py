@@ -4,7 +4,10 @@
    eagerly, its message in TensorFlow's InvalidArgumentError in a graph that XLA does
    not compile, and NaN outputs under XLA (where TensorFlow compiles ``Assert`` away and
    clamps gathers; checked here so that a TF change would show). The Generator and the
-   examples refuse before running anything, with ``jit_compile`` True and False.
+   examples refuse before running anything, with ``jit_compile`` True and False; and
+   ``Transformer.fit``/``evaluate``/``predict`` (and the ``*_on_batch`` methods) check
+   numpy data, tf.data datasets and generators on the host, so that every Keras entry
+   point raises under XLA too (token ids against the vocabulary as well).
 3. Decoder arguments of both decoders (Generator and bert4keras' AutoRegressiveDecoder).
 
 Tiny random models (vocabulary 40, hidden 16, 1 layer).
@@ -19,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from kerasnlp_plus.generation import Generator
-from kerasnlp_plus.generation.validation import allowed_token_ids, check_sequence_length
+from kerasnlp_plus.generation.validation import InputRangeCheck, allowed_token_ids, check_sequence_length
 from kerasnlp_plus.layers import PositionEmbedding
 from kerasnlp_plus.models import build_transformer_model
 from kerasnlp_plus.snippets import AutoRegressiveDecoder
@@ -135,29 +138,136 @@ def test_hierarchical_positions_extend_to_n_squared_and_no_further():
     assert np.isfinite(out[0, 0]).all() and np.isnan(out[0, 1]).all()
 
 
-# XLA-compiling three train steps takes minutes on a loaded 2-core machine: slow
-@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_keras_fit_never_trains_on_a_clamped_row(jit_compile):
-    """Keras fit over batches of varying length (Keras then relaxes the traced shape to
-    an unknown length, so no trace-time check applies): a batch beyond the table stops
-    the run with the package's message, or (XLA) makes the loss NaN."""
+TOKEN_MESSAGE = r"token ids must lie in \[0, 40\) for layer \\?'Embedding-Token\\?' \(vocab_size=40\)"
+
+
+def _bad_batches():
+    """(name, tokens, segments, message) of batches with one kind of out-of-range id;
+    each is float32 like bert4keras' inputs."""
+    tokens = _ids(6, dtype="float32")
+    segments = np.zeros_like(tokens)
+    bad_segments = segments.copy()
+    bad_segments[1, 3] = 2
+    bad_tokens = tokens.copy()
+    bad_tokens[0, 2] = VOCAB
+    return [
+        ("position", _ids(14, dtype="float32"), np.zeros((2, 14), "float32"), POSITION_MESSAGE),
+        ("segment", tokens, bad_segments, SEGMENT_MESSAGE),
+        ("token", bad_tokens, segments, TOKEN_MESSAGE),
+    ]
+
+
+def _feed(kind, tokens, segments, entry):
+    """``entry``'s (fit/evaluate/predict) data of good batches then ``tokens,
+    segments`` as numpy arrays, a tf.data.Dataset of unknown length (so that no
+    trace-time check applies) or a Python generator."""
+    good = _ids(6, dtype="float32")
+    # Keras reads the first 2 batches of a generator or PyDataset ahead (to infer their
+    # shapes): the bad one comes third, so that the check runs inside the epoch too
+    batches = [(good, np.zeros_like(good))] * 2 + [(tokens, segments)]
+    element = (lambda t, s: ((t, s),)) if entry == "predict" else (lambda t, s: ((t, s), t))
+    if kind == "numpy":
+        x = [tokens, segments]
+        return dict(x=x, batch_size=2) if entry == "predict" else dict(x=x, y=tokens, batch_size=2)
+    if kind == "generator":
+        return dict(x=(element(t, s) for t, s in batches), **({} if entry == "evaluate" else {"steps": 3}))
+    if kind == "pydataset":
+        return dict(x=_Batches([element(t, s) for t, s in batches]))
+    spec = (tf.TensorSpec((None, None), tf.float32),) * 2
+    signature = (spec,) if entry == "predict" else (spec, tf.TensorSpec((None, None), tf.float32))
+    return dict(x=tf.data.Dataset.from_generator(lambda: (element(t, s) for t, s in batches),
+                                                 output_signature=signature))
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["graph", "xla"])
+def compiled_lm(request):
     model = tiny(application="lm")
-    model.compile(loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    model.compile(loss="sparse_categorical_crossentropy", jit_compile=request.param)
+    return model
 
-    def batches():
-        for length in (6, 8, 14):  # the last one is beyond the 12 positions
-            tokens = _ids(length)
-            yield (tokens, np.zeros_like(tokens)), tokens
 
-    ds = tf.data.Dataset.from_generator(
-        batches, output_signature=((tf.TensorSpec((None, None), tf.int32),) * 2, tf.TensorSpec((None, None), tf.int32))
-    )
-    if jit_compile:
-        history = model.fit(ds, epochs=1, verbose=0)
-        assert np.isnan(history.history["loss"][0])
-    else:
-        with pytest.raises(tf.errors.InvalidArgumentError, match=POSITION_MESSAGE):
-            model.fit(ds, epochs=1, verbose=0)
+@pytest.mark.parametrize("kind", ["numpy", "dataset", "generator", "pydataset"])
+def test_keras_entry_points_raise_for_out_of_range_ids(compiled_lm, kind):
+    """fit, evaluate and predict, with and without XLA, raise the package's message for a
+    position beyond the table, a segment id >= type_vocab_size and a token id >= the
+    vocabulary. Under XLA the layers' checks are compiled away (the model would return
+    NaN or clamp), so this is the host-side check of Transformer.fit/evaluate/predict."""
+    for name, tokens, segments, message in _bad_batches():
+        for entry in ("fit", "evaluate", "predict"):
+            feed = _feed(kind, tokens, segments, entry)
+            if entry == "fit" and "steps" in feed:
+                feed["steps_per_epoch"] = feed.pop("steps")
+            if entry == "evaluate":
+                feed.pop("steps", None)
+            with pytest.raises((ValueError, tf.errors.OpError), match=message):
+                getattr(compiled_lm, entry)(**feed, verbose=0)
+
+
+def test_fit_checks_validation_data_and_the_on_batch_methods(compiled_lm):
+    good = _ids(6, dtype="float32")
+    for name, tokens, segments, message in _bad_batches():
+        with pytest.raises(ValueError, match=message):
+            compiled_lm.fit([good, np.zeros_like(good)], good, validation_data=([tokens, segments], tokens), verbose=0)
+        with pytest.raises(ValueError, match=message):  # passed by position (batch_size .. validation_split first)
+            compiled_lm.fit([good, np.zeros_like(good)], good, 2, 1, 0, None, 0.0, ([tokens, segments], tokens))
+        with pytest.raises(ValueError, match=message):
+            compiled_lm.train_on_batch([tokens, segments], tokens)
+        with pytest.raises(ValueError, match=message):
+            compiled_lm.test_on_batch([tokens, segments], tokens)
+        with pytest.raises(ValueError, match=message):
+            compiled_lm.predict_on_batch({"Input-Token": tokens, "Input-Segment": segments})
+
+
+def test_host_check_reads_custom_position_ids_and_skips_rotary_models():
+    model = tiny(application="encoder", custom_position_ids=True)
+    model.compile(jit_compile=True)
+    tokens = _ids(4, dtype="float32")
+    positions = np.array([[0, 1, 2, 3], [0, 1, 2, 12]], "float32")
+    with pytest.raises(ValueError, match=POSITION_MESSAGE.replace(".*", r".*got position ids from 0 to 12.*")):
+        model.predict([tokens, np.zeros_like(tokens), positions], verbose=0)
+    InputRangeCheck(model).check([_ids(20), np.zeros((2, 20)), positions[:1]])  # the length does not matter
+    rotary = tiny(application="encoder", model="roformer")
+    InputRangeCheck(rotary).check([_ids(20), np.zeros((2, 20))])  # no position table to overflow
+    with pytest.raises(ValueError, match=TOKEN_MESSAGE):
+        InputRangeCheck(rotary).check({"Input-Token": np.full((1, 3), VOCAB), "Input-Segment": np.zeros((1, 3))})
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_checked_entry_points_train_and_predict_as_before(jit_compile):
+    """In-range data: Transformer.fit/predict (checked) give exactly what Keras' own
+    fit/predict (called past the override) give: training on numpy, predicting on numpy
+    and on a tf.data.Dataset (the checked ``map``)."""
+    tokens = np.random.default_rng(3).integers(1, VOCAB, (4, 12)).astype("float32")
+    segments = (np.arange(12) >= 6).astype("float32")[None].repeat(4, 0)
+    results = []
+    for fit, predict in ((lambda m, **k: m.fit(**k), lambda m, x: m.predict(x, verbose=0)),
+                         (lambda m, **k: keras.Model.fit(m, **k), lambda m, x: keras.Model.predict(m, x, verbose=0))):
+        model = tiny(application="lm", seed=5)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+        keras.utils.set_random_seed(7)
+        history = fit(model, x=[tokens, segments], y=tokens, batch_size=2, epochs=1, shuffle=False, verbose=0)
+        results.append((history.history["loss"], [w.numpy() for w in model.weights],
+                        predict(model, [tokens, segments]),
+                        predict(model, tf.data.Dataset.from_tensor_slices(((tokens, segments),)).batch(2))))
+    (loss, weights, out, out_ds), (loss_ref, weights_ref, out_ref, out_ds_ref) = results
+    assert np.isfinite(loss).all() and loss == loss_ref
+    for w, w_ref in zip(weights, weights_ref):
+        np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(out, out_ref)
+    np.testing.assert_array_equal(out_ds, out_ds_ref)
+    assert np.isfinite(out).all()
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -7,7 +7,11 @@ Also :func:`check_sequence_length`, the host-side position check that scripts ca
 before building batches (under XLA an overflowing position cannot raise in the graph;
 see :mod:`kerasnlp_plus.layers.embeddings`).
 """
+import types
+
+import keras
 import numpy as np
+import tensorflow as tf
 
 __all__ = [
     "allowed_token_ids",
@@ -16,6 +20,7 @@ __all__ = [
     "check_decoder_vocab",
     "check_generator_call",
     "check_sequence_length",
+    "InputRangeCheck",
 ]
 
 
@@ -180,3 +185,146 @@ def bucket_padding(model, length, bucket):
     if table is not None:
         pad = max(0, min(pad, table.max_length - int(length)))
     return pad
+
+
+# ------------------------------------------------------------------ model inputs
+class InputRangeCheck:
+    """Host-side range checks of a :class:`~kerasnlp_plus.models.Transformer`'s inputs,
+    made before Keras' compiled step sees them (under XLA the layers' own checks are
+    compiled away: see :mod:`kerasnlp_plus.layers.embeddings`).
+
+    Token ids against ``vocab_size``, segment ids against ``type_vocab_size`` and
+    positions against the position table (the input length, or the custom position
+    ids; none for rotary models), each with one min/max per batch and the message of
+    the layer concerned (``overflow_message``). Inputs may be float (bert4keras feeds
+    float32). :meth:`check` raises ``ValueError`` for numpy/eager data;
+    :meth:`dataset` adds the same check to a ``tf.data.Dataset`` as a ``map`` (it runs
+    in tf.data, on the host, and raises ``InvalidArgumentError`` with the message);
+    :meth:`wrap` applies the right one to anything Keras' ``fit``/``evaluate``/
+    ``predict`` accept.
+    """
+
+    def __init__(self, model):
+        model = getattr(model, "model", model)  # the return_keras_model=False handle
+        self.input_names = [tensor.name for tensor in model.inputs]
+        self.token_embedding = model.token_embedding
+        self.segment_embedding = model.segment_embedding
+        self.position_embedding = model.position_embedding  # None: rotary, nothing to check
+        self.custom_position_ids = bool(getattr(model, "custom_position_ids", False))
+
+    def _named_inputs(self, x):
+        """``x`` (a list/tuple in the model's input order, or a dict by input name) as a
+        dict by input name; None when ``x`` has another structure (Keras names it)."""
+        if isinstance(x, dict):
+            return x if all(name in x for name in self.input_names[:2]) else None
+        if isinstance(x, (list, tuple)) and len(x) == len(self.input_names):
+            return dict(zip(self.input_names, x))
+        return None
+
+    def _checks(self, x):
+        """Run (eager) or build (graph) every check of one model input ``x``; the Assert
+        ops in a graph, none eagerly (a failing eager check raises)."""
+        from kerasnlp_plus.layers.embeddings import check_id_range
+
+        named = self._named_inputs(x)
+        if named is None:
+            return []
+        tokens, segments = named[self.input_names[0]], named[self.input_names[1]]
+        checks = [
+            check_id_range(tokens, self.token_embedding.input_dim, self.token_embedding.overflow_message),
+            check_id_range(segments, self.segment_embedding.input_dim, self.segment_embedding.overflow_message),
+        ]
+        table = self.position_embedding
+        if table is not None:
+            positions = named.get("Input-Position") if self.custom_position_ids else None
+            if positions is None:
+                # positions 0 .. length-1: the first and last stand for all
+                if tf.is_tensor(tokens) and not tf.executing_eagerly():
+                    length = tf.shape(tokens)[1]
+                    positions = tf.stack([tf.constant(0, length.dtype), tf.maximum(length - 1, 0)])
+                else:
+                    length = np.shape(tokens)[1] if np.ndim(tokens) >= 2 else 0
+                    positions = np.array([0, max(length - 1, 0)])
+            checks.append(check_id_range(positions, table.max_length, table.overflow_message))
+        return [check for check in checks if check is not None]
+
+    def check(self, x):
+        """Raise the package's ValueError if the model input ``x`` (numpy arrays, eager
+        tensors or lists, in a list/tuple or a dict) holds an id out of range."""
+        self._checks(x)
+
+    def check_batch(self, batch):
+        """:meth:`check` on the model input of one batch, read as Keras reads it:
+        ``(x,)``, ``(x, y)``, ``(x, y, sample_weight)`` or ``x``."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(tuple(batch) if isinstance(batch, list) else batch)
+        self.check(x)
+        return batch
+
+    def dataset(self, ds):
+        """``ds`` with every batch checked in tf.data (a graph TensorFlow runs on the
+        host, never XLA), raising ``InvalidArgumentError`` with the layer's message."""
+        # tf.data passes a tuple element as separate arguments (a 1-tuple ``(x,)`` too)
+        is_tuple = isinstance(ds.element_spec, tuple)
+
+        def checked(*args):
+            element = args if is_tuple else args[0]
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+            checks = self._checks(x)
+            if not checks:
+                return element
+            with tf.control_dependencies(checks):
+                return tf.nest.map_structure(tf.identity, element)
+
+        return ds.map(checked)
+
+    def wrap(self, data):
+        """Keras data (arrays, a ``tf.data.Dataset``, a Python generator or a
+        ``keras.utils.PyDataset``) that is checked before the compiled step sees it:
+        arrays at once, the others batch by batch."""
+        if data is None:
+            return data
+        if isinstance(data, tf.data.Dataset):
+            return self.dataset(data)
+        if isinstance(data, types.GeneratorType):
+            return self._generator(data)
+        if isinstance(data, keras.utils.PyDataset):
+            return _CheckedPyDataset(data, self)
+        self.check(data)
+        return data
+
+    def wrap_validation_data(self, data):
+        """``fit``'s ``validation_data``: a tuple ``(x, y[, sample_weight])`` of arrays
+        is checked at once, other data is wrapped like ``x``."""
+        if isinstance(data, (list, tuple)):
+            self.check_batch(data)
+            return data
+        return self.wrap(data)
+
+    def _generator(self, batches):
+        for batch in batches:
+            yield self.check_batch(batch)
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A ``PyDataset`` whose batches pass :meth:`InputRangeCheck.check_batch`."""
+
+    def __init__(self, inner, checker):
+        super().__init__(workers=inner.workers, use_multiprocessing=inner.use_multiprocessing,
+                         max_queue_size=inner.max_queue_size)
+        self.inner, self.checker = inner, checker
+
+    def __getitem__(self, index):
+        return self.checker.check_batch(self.inner[index])
+
+    def __len__(self):
+        return len(self.inner)
+
+    @property
+    def num_batches(self):
+        return self.inner.num_batches
+
+    def on_epoch_begin(self):
+        self.inner.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.inner.on_epoch_end()

@@ -10,14 +10,54 @@ Position and segment ids beyond their tables are never looked up silently:
 * under XLA (``jit_compile=True``: the Generator's default, Keras on GPU by default)
   TensorFlow compiles ``Assert`` to nothing (tf2xla's ``assert_op.cc`` logs "Ignoring
   Assert operator") and a gather clamps its index, so an overflow cannot raise inside
-  the graph; the embedding rows of out-of-range ids are NaN instead, so every output
-  depending on them (and any loss) is NaN rather than plausibly wrong. Host-side checks
-  (the Generator, :func:`kerasnlp_plus.generation.validation.check_sequence_length`)
-  raise before such a graph runs wherever the package sees the lengths.
+  the compiled program; the embedding rows of out-of-range ids are NaN instead, so
+  every output depending on them (and any loss) is NaN rather than plausibly wrong.
+
+XLA is therefore covered on the host, before the compiled program runs: every Keras
+entry point of :class:`kerasnlp_plus.models.Transformer` (``fit``, ``evaluate``,
+``predict``, ``train_on_batch``, ``test_on_batch``, ``predict_on_batch``) checks its
+data with :class:`kerasnlp_plus.generation.validation.InputRangeCheck` (numpy at once;
+a ``tf.data.Dataset`` through a ``map`` run by tf.data; generators and ``PyDataset`` objects
+batch by batch), token ids against the vocabulary included (:class:`TokenEmbedding`
+itself does not check: under XLA its gather clamps); the Generator and
+:func:`kerasnlp_plus.generation.validation.check_sequence_length` check lengths before
+decoding. What is left is a user's own ``tf.function(jit_compile=True)`` that calls the
+model (or a ``keras.Model`` built on its inputs) directly: there, out-of-range
+positions and segments give NaN rows and out-of-range token ids the last row, and
+nothing raises. :func:`check_id_range` is the one range check all these use.
 """
 import keras
 import numpy as np
 from keras import ops
+
+
+def check_id_range(ids, limit, describe):
+    """Refuse ids outside ``[0, limit)`` with one vectorised min/max.
+
+    Given numpy data or an eager tensor, raises ``ValueError(describe(low, high))``
+    (float ids are truncated first, as the layers' cast does). Given a tensor in a TF
+    graph, returns a ``tf.debugging.Assert`` op carrying ``describe(None, None)`` and the
+    smallest and largest ids: the caller makes its result depend on it. That op raises
+    in a graph TensorFlow runs itself (a ``tf.data`` map, a ``tf.function`` without
+    XLA) and is compiled away under XLA (module docstring). Returns None when nothing
+    is left to check. Used by the layers and by the host-side checks of
+    :class:`kerasnlp_plus.models.Transformer` ``fit``/``evaluate``/``predict``."""
+    import tensorflow as tf
+
+    if tf.is_tensor(ids) and not tf.executing_eagerly():
+        ids = tf.cast(ids, tf.int32)
+        low, high = tf.reduce_min(ids), tf.reduce_max(ids)  # of no ids: int max, int min, which pass
+        return tf.debugging.Assert(
+            tf.logical_and(low >= 0, high < limit),
+            [describe(None, None) + "; smallest and largest ids given:", low, high],
+            summarize=2,
+        )
+    values = np.asarray(ids)
+    if values.size:
+        low, high = np.trunc(values.min()), np.trunc(values.max())
+        if low < 0 or high >= limit:
+            raise ValueError(describe(int(low), int(high)))
+    return None
 
 
 def _checked_ids(ids, limit, describe):
@@ -30,18 +70,10 @@ def _checked_ids(ids, limit, describe):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        if tf.executing_eagerly():
-            values = np.asarray(ids)
-            if values.size and (values.min() < 0 or values.max() >= limit):
-                raise ValueError(describe(int(values.min()), int(values.max())))
-        else:
+        check = check_id_range(ids, limit, describe)
+        if check is not None:
             # Without a control dependency TF may run the gather first and fail with its
             # own GatherV2 message; under XLA this Assert is compiled away (see above).
-            check = tf.debugging.Assert(
-                tf.reduce_all(in_range),
-                [describe(None, None) + "; smallest and largest ids given:", tf.reduce_min(ids), tf.reduce_max(ids)],
-                summarize=2,
-            )
             with tf.control_dependencies([check]):
                 ids = tf.identity(ids)
     return ops.clip(ids, 0, limit - 1), in_range
@@ -69,6 +101,14 @@ class TokenEmbedding(keras.layers.Embedding):
             kernel = ops.cast(self.embeddings, self.compute_dtype)
             return ops.matmul(inputs, ops.transpose(kernel))
         return super().call(inputs)
+
+    def overflow_message(self, low=None, high=None):
+        """The package's message for token ids outside the vocabulary (raised by the
+        host-side checks of ``Transformer.fit``/``evaluate``/``predict``; the layer
+        itself does not check, and XLA clamps such an id to the last row)."""
+        got = "" if high is None else f", got token ids from {low} to {high}"
+        return (f"token ids must lie in [0, {self.input_dim}) for layer {self.name!r} "
+                f"(vocab_size={self.input_dim}){got}")
 
     def compute_output_spec(self, inputs, reverse=False):
         if reverse:

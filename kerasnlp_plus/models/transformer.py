@@ -471,6 +471,48 @@ class Transformer(keras.Model):
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
         return output, ops.stack(caches, axis=0)
 
+    # --- Keras entry points: inputs checked on the host ----------------------------
+    # Under XLA (jit_compile=True, Keras' default on GPU) the embeddings' own range
+    # checks are compiled away and an out-of-range id becomes a NaN row (or, for token
+    # ids, a clamped one). Keras feeds the compiled step from the host, so the data is
+    # checked there: arrays at once, tf.data / generators / PyDatasets batch by batch.
+    def _input_check(self):
+        from kerasnlp_plus.generation.validation import InputRangeCheck
+
+        return InputRangeCheck(self)
+
+    def fit(self, *args, **kwargs):
+        import inspect
+
+        check = self._input_check()
+        # Keras' own signature, so that x and validation_data are found however passed
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        if "x" in bound.arguments:
+            bound.arguments["x"] = check.wrap(bound.arguments["x"])
+        if "validation_data" in bound.arguments:
+            bound.arguments["validation_data"] = check.wrap_validation_data(bound.arguments["validation_data"])
+        return super().fit(*bound.args[1:], **bound.kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation data: checked by fit
+            x = self._input_check().wrap(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(self._input_check().wrap(x), *args, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        self._input_check().check(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        self._input_check().check(x)
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._input_check().check(x)
+        return super().predict_on_batch(x)
+
     # --- weights -------------------------------------------------------------------
     def load_weights_from_checkpoint(self, checkpoint_path, keep_tokens=None, naming=None):
         """Load a Google TF checkpoint or a Hugging Face folder/file (bert4keras name).
