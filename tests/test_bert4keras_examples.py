@@ -146,7 +146,6 @@ def test_gibbs_sampling(example_data, tmp_path, monkeypatch):
     assert len(out.strip().split("\n")) >= 11
 
 
-@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_language_model(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_language_model.py", example_data, tmp_path, monkeypatch)
     loss = check_token_loss(ns, ns["tokenizer"].vocab_size)
@@ -164,14 +163,12 @@ def test_language_model(example_data, tmp_path, monkeypatch):
     assert loss > 0
 
 
-@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_seq2seq_autotitle(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_seq2seq_autotitle.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)
     assert out.count("生成标题") == 2
 
 
-@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_seq2seq_autotitle_csl(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_seq2seq_autotitle_csl.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)
@@ -196,7 +193,6 @@ def test_ner_crf(example_data, tmp_path, monkeypatch):
     assert isinstance(entities, list)
 
 
-@pytest.mark.slow  # decodes with the uncached bert4keras decoder: ~60-80 s on a loaded 2-core machine
 def test_question_answer_generation(example_data, tmp_path, monkeypatch):
     ns, out = run_example("task_question_answer_generation_by_seq2seq.py", example_data, tmp_path, monkeypatch)
     check_token_loss(ns, ns["tokenizer"].vocab_size)
