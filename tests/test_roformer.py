@@ -339,7 +339,7 @@ def test_cached_incremental_equals_full_pass(application, scale):
 
 # The lm variant is slow (the uncached decoder reruns the whole sequence per step); the
 # lm cache is also covered at model level by test_cached_incremental_equals_full_pass.
-@pytest.mark.parametrize("application", ["unilm", pytest.param("lm", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("application", ["unilm", "lm"])
 def test_generator_beam_search_equals_uncached_decoder(application, sources):  # noqa: F811
     model = tiny_model(application, end_bias=9.0 if application == "unilm" else 8.0, model="roformer")
     decoder = seq2seq_decoder(model)

@@ -17,13 +17,13 @@ class SpTokenizer(TokenizerBase):
     pieces (no framing otherwise). Pass ``token_start``/``token_end`` to choose
     other pieces, or ``None`` to leave them out.
 
-    Example (not run by the doctests: no SentencePiece model ships with the package;
-    checked by hand with ``../shared/data/spm/cluecorpussmall_spm.model``):
+    Example (``spm_model`` is the path of a ``.model`` file, here UER-py's 100k-piece
+    ``cluecorpussmall_spm.model``; no SentencePiece model ships with the package):
 
-    >>> sp = SpTokenizer("cluecorpussmall_spm.model")           # doctest: +SKIP
-    >>> sp.tokenize("兰州公交集团")                               # doctest: +SKIP
+    >>> sp = SpTokenizer(spm_model)
+    >>> sp.tokenize("兰州公交集团")
     ['[CLS]', '▁', '兰州', '公交', '集团', '[SEP]']
-    >>> sp.decode(sp.encode("兰州公交集团")[0])                   # doctest: +SKIP
+    >>> sp.decode(sp.encode("兰州公交集团")[0])
     '兰州公交集团'
     """
 
