@@ -321,15 +321,16 @@ class Sinusoidal(keras.initializers.Initializer):
 
 
 def apply_rotary_position_embeddings(sinusoidal, *tensors):
-    """Rotate ``tensors`` by the (interleaved) ``sinusoidal`` embeddings (RoPE)."""
+    """Rotate ``tensors`` by the (interleaved) ``sinusoidal`` embeddings (RoPE).
+    The pair layout is RoFormer's, shared with ``model='roformer'``."""
+    from kerasnlp_plus.layers.rotary import rotate_pairs
+
     assert len(tensors) > 0, "at least one input tensor"
     cos_pos = ops.repeat(sinusoidal[..., 1::2], 2, axis=-1)
     sin_pos = ops.repeat(sinusoidal[..., ::2], 2, axis=-1)
     outputs = []
     for tensor in tensors:
-        tensor2 = ops.stack([-tensor[..., 1::2], tensor[..., ::2]], axis=-1)
-        tensor2 = ops.reshape(tensor2, ops.shape(tensor))
-        outputs.append(tensor * cos_pos + tensor2 * sin_pos)
+        outputs.append(tensor * cos_pos + rotate_pairs(tensor) * sin_pos)
     return outputs[0] if len(outputs) == 1 else outputs
 
 

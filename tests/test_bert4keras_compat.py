@@ -444,3 +444,15 @@ def test_optimizer_extensions_map_onto_keras():
     with pytest.raises(ValueError, match="bias_correction"):
         optimizers.Adam(1e-3, bias_correction=False)
     assert optimizers.extend_with_weight_decay_v2 is optimizers.extend_with_weight_decay
+
+
+def test_backend_rotary_equals_roformer_rotation():
+    """bert4keras' ``apply_rotary_position_embeddings(sinusoidal_embeddings(...))`` rotates
+    exactly as ``model='roformer'`` does (whose rotation is pinned to transformers')."""
+    from kerasnlp_plus.layers.rotary import apply_rotary
+
+    x = np.random.default_rng(0).standard_normal((2, 7, 3, 8)).astype("float32")
+    sinusoidal = b4k_backend.sinusoidal_embeddings(np.arange(7, dtype="float32")[None], 8)
+    ours = np.asarray(b4k_backend.apply_rotary_position_embeddings(sinusoidal[:, :, None, :], x))
+    np.testing.assert_allclose(ours, np.asarray(apply_rotary(x, np.arange(7)[None])), atol=1e-6)
+    assert np.abs(ours - x).max() > 0.1  # a rotation happened

@@ -31,7 +31,10 @@ def apply_rotary(x, position_ids, base=ROTARY_BASE):
     cos, sin = rotary_angles(position_ids, head_size, base)
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x32 = ops.cast(x, "float32")
-    # [x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...]
-    shape = ops.shape(x32)
-    rotated_half = ops.reshape(ops.stack([-x32[..., 1::2], x32[..., ::2]], axis=-1), shape)
-    return ops.cast(x32 * cos + rotated_half * sin, x.dtype)
+    return ops.cast(x32 * cos + rotate_pairs(x32) * sin, x.dtype)
+
+
+def rotate_pairs(x):
+    """``[x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...]``: each feature pair turned
+    by 90 degrees, the sine term of the rotation."""
+    return ops.reshape(ops.stack([-x[..., 1::2], x[..., ::2]], axis=-1), ops.shape(x))
