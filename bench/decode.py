@@ -82,7 +82,7 @@ def main():
     config = DATA / "ckpt_meta" / "chinese_rbt3_L-3_H-768_A-12" / "bert_config.json"
     model = build_transformer_model(str(config), application="unilm", with_mlm=True)
     sources, tokenizer = load_sources(args.examples, args.src_len)
-    end_id = tokenizer._token_end_id
+    end_id = tokenizer.end_id
     token_ids = sequence_padding([t for t, _ in sources])
     segment_ids = sequence_padding([s for _, s in sources])
     lengths = [len(t) for t, _ in sources]

@@ -193,7 +193,7 @@ class AutoRegressiveDecoder:
                 output_ids = self.beam_search([token_ids, segment_ids], topk=topk)
                 return tokenizer.decode(output_ids)
 
-        autotitle = AutoTitle(start_id=None, end_id=tokenizer._token_end_id, maxlen=32)
+        autotitle = AutoTitle(start_id=None, end_id=tokenizer.end_id, maxlen=32)
 
     ``beam_search`` returns the best sequence's ids *including* the final ``end_id``
     when it ended (bert4keras does; ``tokenizer.decode`` drops it) and ``start_id`` in

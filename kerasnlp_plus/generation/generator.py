@@ -32,7 +32,7 @@ best non-ended candidates of each step.
 Example::
 
     model = build_transformer_model(config, ckpt, application='unilm', with_mlm=True)
-    gen = Generator(model, end_id=tokenizer._token_end_id, maxlen=32)
+    gen = Generator(model, end_id=tokenizer.end_id, maxlen=32)
     batch = [tokenizer.encode(text, maxlen=256) for text in texts]
     token_ids = sequence_padding([t for t, _ in batch])
     segment_ids = sequence_padding([s for _, s in batch])
