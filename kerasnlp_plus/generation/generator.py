@@ -48,16 +48,9 @@ from keras import ops
 
 from kerasnlp_plus import masks
 from kerasnlp_plus.generation import validation
-from kerasnlp_plus.snippets import (
-    apply_mask,
-    constraint_mask,
-    make_allowed_fn,
-    sample_from,
-    select_topk,
-    sequence_padding,
-)
-
+from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
 from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.selection import beam_candidates, beam_step, sample_from, select_topk
 from kerasnlp_plus.generation.trie import Trie
 
 __all__ = ["Generator"]
@@ -336,14 +329,13 @@ class Generator:
                     continue
                 base = b * k_max
                 logp = session.scores[base + row.slots]
-                mask = constraint_mask(
-                    allowed_fn, b, row.ids[:, len(first):], self.vocab_size, self.end_id, self.no_repeat_ngram_size
-                )
-                scores = row.scores[:, None] + logp
                 if self.keep_finished:
-                    self._advance_pool(row, scores, mask, k_max, min_ends, len(first))
+                    candidates, mask = beam_candidates(
+                        row.ids, row.scores, logp, self.end_id, allowed_fn, b, len(first), self.no_repeat_ngram_size
+                    )
+                    self._advance_pool(row, candidates, mask, k_max, min_ends, len(first))
                 else:
-                    self._advance_bert4keras(row, scores, mask, min_ends)
+                    self._advance_bert4keras(row, logp, min_ends, allowed_fn, b, len(first))
                 if row.result is None:
                     k = len(row.scores)
                     parents[base:base + k] = base + row.parent_slots
@@ -501,24 +493,18 @@ class Generator:
         """:meth:`beam_search` with one beam."""
         return self.beam_search(inputs, topk=1, **kwargs)
 
-    def _advance_bert4keras(self, row, scores, mask, min_ends):
-        """One step of bert4keras 0.11's beam search for one source (the same
-        selection code as ``AutoRegressiveDecoder.beam_search``)."""
-        indices = select_topk(scores, row.k, mask)
-        parents = indices // scores.shape[1]
-        ids = np.concatenate([row.ids[parents], (indices % scores.shape[1])[:, None]], 1)
-        out_scores = np.take_along_axis(scores, indices, axis=None)
-        parent_slots = row.slots[parents]
-        is_end = ids[:, -1] == self.end_id
-        end_counts = (ids == self.end_id).sum(1)
-        if ids.shape[1] >= self.minlen:
-            best = out_scores.argmax()
-            if is_end[best] and end_counts[best] >= min_ends:
-                row.result = ids[best]
-                return
-            flag = ~is_end | (end_counts < min_ends)
-            ids, out_scores, parent_slots = ids[flag], out_scores[flag], parent_slots[flag]
-        row.ids, row.scores, row.parent_slots, row.k = ids, out_scores, parent_slots, len(out_scores)
+    def _advance_bert4keras(self, row, logp, min_ends, allowed_fn, batch_index, n_first):
+        """One step of bert4keras 0.11's beam search for one source (the step of
+        ``AutoRegressiveDecoder.beam_search`` too)."""
+        beams = beam_step(
+            row.ids, row.scores, logp, row.k, self.end_id, min_ends, self.minlen, allowed_fn, batch_index,
+            n_first, self.no_repeat_ngram_size,
+        )
+        if beams.result is not None:
+            row.result = beams.result
+            return
+        row.ids, row.scores, row.k = beams.ids, beams.scores, len(beams.scores)
+        row.parent_slots = row.slots[beams.parents]
 
     def _normalized(self, score, length):
         return score / max(length, 1) ** self.length_penalty if self.length_penalty else score
@@ -682,6 +668,9 @@ def _as_batch(x, name, length=None):
     if isinstance(x, tf.Tensor):
         x = x.numpy()
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], (list, tuple, np.ndarray)):
+        # At call time: kerasnlp_plus.snippets (the bert4keras layer) imports this package.
+        from kerasnlp_plus.snippets import sequence_padding
+
         x = sequence_padding(x, length=length) if len({len(r) for r in x}) > 1 or length else np.asarray(x)
     x = np.asarray(x)
     if x.ndim == 1:
