@@ -346,6 +346,76 @@ class Generator:
             session.advance(tokens, parents, column=len(first) + step)
         return [self._final(row, len(first)) for row in rows]
 
+    def beam_search_many(self, sources, topk=1, batch_size=32, trie=None, prefix_allowed_tokens=None, min_ends=1,
+                         temperature=1.0, node_scores=None, progress=None):
+        """:meth:`beam_search` over any number of sources, in length-sorted batches.
+
+        Sorting by length keeps the padding of each batch small (and, with
+        ``length_bucket``, the number of compiled shapes too); the results come back
+        in input order, the same ids as decoding each source on its own.
+
+        Args:
+            sources: encoded sources, each a list of token ids (segment 0) or a
+                ``(token_ids, segment_ids)`` pair as ``tokenizer.encode`` returns.
+            batch_size: sources per :meth:`beam_search` call.
+            prefix_allowed_tokens: ``fn(i, prefix_ids) -> allowed ids`` where ``i``
+                indexes ``sources`` (not the batch), e.g. a copy constraint
+                ``lambda i, prefix: allowed[i]``.
+            node_scores: look-ahead scores with ``trie`` (see :meth:`beam_search`):
+                ``fn(batch_sources) -> (len(batch_sources), nodes)``, called with each
+                batch's token id lists, or an array ``(len(sources), nodes)``.
+            progress: wraps the iterable of batches, e.g. ``tqdm.tqdm``.
+            topk, trie, min_ends, temperature: as in :meth:`beam_search`.
+
+        Returns one list of ids per source, in the order of ``sources``.
+
+        >>> from kerasnlp_plus.models import build_transformer_model
+        >>> model = build_transformer_model(None, vocab_size=20, hidden_size=8, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=16, application="unilm", with_mlm=True)
+        >>> gen = Generator(model, end_id=3, maxlen=4, jit_compile=False)
+        >>> sources = [[2, 5, 6, 7, 3], [2, 8, 3], [2, 9, 9, 3]]
+        >>> gen.beam_search_many(sources, topk=2, batch_size=2) == [gen.beam_search([s], topk=2)[0] for s in sources]
+        True
+        """
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if not isinstance(sources, (list, tuple)) or not sources:
+            raise ValueError(f"sources must be a non-empty list of encoded sources, got {type(sources).__name__}")
+        pairs = []
+        for i, source in enumerate(sources):
+            is_pair = (isinstance(source, tuple) and len(source) == 2
+                       and not isinstance(source[0], (int, np.integer)))
+            token_ids, segment_ids = source if is_pair else (source, None)
+            token_ids = [int(t) for t in np.asarray(token_ids).reshape(-1)]
+            segment_ids = [0] * len(token_ids) if segment_ids is None else [int(t) for t in segment_ids]
+            if len(segment_ids) != len(token_ids):
+                raise ValueError(f"sources[{i}] has {len(token_ids)} token ids but {len(segment_ids)} segment ids")
+            pairs.append((token_ids, segment_ids))
+        if node_scores is not None and not callable(node_scores):
+            node_scores = np.asarray(node_scores)
+            if node_scores.ndim != 2 or len(node_scores) != len(sources):
+                raise ValueError(f"node_scores has shape {node_scores.shape}; expected (len(sources), trie nodes) "
+                                 f"with len(sources) = {len(sources)}, or a function of each batch's sources")
+        if prefix_allowed_tokens is not None and not callable(prefix_allowed_tokens):
+            raise ValueError("prefix_allowed_tokens must be callable: fn(source_index, prefix_ids) -> ids")
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))  # stable: ties keep input order
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        results = [None] * len(pairs)
+        for indices in (batches if progress is None else progress(batches)):
+            kwargs = {}
+            if prefix_allowed_tokens is not None:
+                kwargs["prefix_allowed_tokens"] = (
+                    lambda b, prefix, indices=indices: prefix_allowed_tokens(indices[b], prefix)
+                )
+            if node_scores is not None:
+                kwargs["node_scores"] = (node_scores([pairs[i][0] for i in indices]) if callable(node_scores)
+                                         else node_scores[indices])
+            inputs = [[pairs[i][0] for i in indices], [pairs[i][1] for i in indices]]
+            outputs = self.beam_search(inputs, topk=topk, trie=trie, min_ends=min_ends, temperature=temperature,
+                                       **kwargs)
+            for i, out in zip(indices, outputs):
+                results[i] = out
+        return results
+
     # --- the compiled program --------------------------------------------------------
     def _uses_program(self, trie, prefix_allowed_tokens):
         if prefix_allowed_tokens is not None or self.no_repeat_ngram_size or self.keep_finished:
