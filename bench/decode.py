@@ -29,8 +29,6 @@ Run (2 shared CPU cores: minutes)::
 """
 import argparse
 import os
-import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,8 +36,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import keras  # noqa: E402
 
