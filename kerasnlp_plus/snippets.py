@@ -7,7 +7,11 @@ Scripts written for bert4keras 0.11 keep working with only their imports changed
 ``AutoRegressiveDecoder`` is the *uncached* reference decoder: every step re-runs the
 user's ``predict`` on the whole prefix, one source at a time, exactly like bert4keras.
 For speed use :class:`kerasnlp_plus.generation.Generator`, which returns the same
-beams (with ``length_penalty=0``) from a batch of sources and a key/value cache.
+beams (with ``length_penalty=0``) from a batch of sources and a key/value cache: both
+take the same step, :func:`kerasnlp_plus.generation.selection.beam_step`. Decoding
+itself lives in :mod:`kerasnlp_plus.generation`; its constraint and selection helpers
+(``make_allowed_fn``, ``constraint_mask``, ``apply_mask``, ``select_topk``,
+``sample_from``) stay importable from here.
 
 Both decoders accept the same constraint options:
 
@@ -223,8 +227,8 @@ class AutoRegressiveDecoder:
         ``trie`` / ``prefix_allowed_tokens`` constrain the tokens (module docstring).
         """
         validation.check_decoder(self, topk)
-        _check_positive("topk", topk)
-        _check_positive("min_ends", min_ends)
+        validation.check_int("topk", topk, 1)
+        validation.check_int("min_ends", min_ends, 1)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         n_first = self.first_output_ids.shape[1]
         inputs = [np.array([i]) for i in inputs]
@@ -267,12 +271,12 @@ class AutoRegressiveDecoder:
         ``numpy.random.Generator`` (None: numpy's global state, as bert4keras).
         """
         validation.check_decoder(self, topk)
-        _check_positive("n", n)
+        validation.check_int("n", n, 1)
         if topk is not None:
-            _check_positive("topk", topk)
+            validation.check_int("topk", topk, 1)
         if topp is not None and not 0 < topp <= 1:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
-        _check_positive("min_ends", min_ends)
+        validation.check_int("min_ends", min_ends, 1)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         choice = np.random.choice if seed is None else np.random.default_rng(seed).choice
         inputs = [np.array([i]) for i in inputs]
@@ -304,11 +308,6 @@ class AutoRegressiveDecoder:
                         break
         results.extend(output_ids)
         return results
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 # --- the rest of bert4keras 0.11.5's snippets ------------------------------------------

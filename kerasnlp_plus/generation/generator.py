@@ -52,14 +52,9 @@ from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, ma
 from kerasnlp_plus.generation.program import beam_program, trie_tensors
 from kerasnlp_plus.generation.selection import beam_candidates, beam_step, sample_from, select_topk
 from kerasnlp_plus.generation.trie import Trie
+from kerasnlp_plus.generation.validation import check_int
 
 __all__ = ["Generator"]
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 class Generator:
@@ -137,16 +132,16 @@ class Generator:
             )
         self.model = model
         self.vocab_size = int(model.vocab_size)
-        end_id = _check_int("end_id", end_id, 0)
+        end_id = check_int("end_id", end_id, 0)
         if end_id >= self.vocab_size:
             raise ValueError(f"end_id={end_id} is outside the vocabulary of size {self.vocab_size}")
         if start_id is not None:
-            start_id = _check_int("start_id", start_id, 0)
+            start_id = check_int("start_id", start_id, 0)
             if start_id >= self.vocab_size:
                 raise ValueError(f"start_id={start_id} is outside the vocabulary of size {self.vocab_size}")
         self.end_id, self.start_id = end_id, start_id
-        self.maxlen = _check_int("maxlen", maxlen, 1)
-        self.minlen = _check_int("minlen", minlen, 0)
+        self.maxlen = check_int("maxlen", maxlen, 1)
+        self.minlen = check_int("minlen", minlen, 0)
         self.length_penalty = float(length_penalty)
         if keep_finished is None:
             keep_finished = self.length_penalty != 0
@@ -155,7 +150,7 @@ class Generator:
                 f"keep_finished=False (bert4keras semantics) needs length_penalty=0, got {length_penalty!r}"
             )
         self.keep_finished = bool(keep_finished)
-        self.no_repeat_ngram_size = _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+        self.no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
         if segment_id is None:
             segment_id = 1 if application == "unilm" else 0
         if application == "unilm" and segment_id != 1:
@@ -163,12 +158,12 @@ class Generator:
             raise ValueError(f"with application='unilm' generated tokens need segment_id=1, got {segment_id!r}")
         self.segment_id = int(segment_id)
         self.jit_compile = bool(jit_compile)
-        self.length_bucket = _check_int("length_bucket", length_bucket, 1)
+        self.length_bucket = check_int("length_bucket", length_bucket, 1)
         self._probabilities = with_mlm in (True, "softmax")
         self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
         self.batch_bucket = bool(batch_bucket)
-        self.device_trie_max_keys = _check_int("device_trie_max_keys", device_trie_max_keys, 0)
+        self.device_trie_max_keys = check_int("device_trie_max_keys", device_trie_max_keys, 0)
         self.lean_cache = bool(lean_cache)
         self._programs = {}
 
@@ -271,8 +266,8 @@ class Generator:
         return session, batch, first
 
     def _check_common(self, topk_name, topk, min_ends, temperature):
-        _check_int(topk_name, topk, 1)
-        _check_int("min_ends", min_ends, 1)
+        check_int(topk_name, topk, 1)
+        check_int("min_ends", min_ends, 1)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
@@ -377,7 +372,7 @@ class Generator:
         >>> gen.beam_search_many(sources, topk=2, batch_size=2) == [gen.beam_search([s], topk=2)[0] for s in sources]
         True
         """
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         if not isinstance(sources, (list, tuple)) or not sources:
             raise ValueError(f"sources must be a non-empty list of encoded sources, got {type(sources).__name__}")
         pairs = []
@@ -649,7 +644,7 @@ class Generator:
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("n", n, min_ends, temperature)
         if topk is not None:
-            _check_int("topk", topk, 1)
+            check_int("topk", topk, 1)
         if topp is not None and not 0 < topp <= 1:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
