@@ -19,19 +19,19 @@ from kerasnlp_plus.snippets import AutoRegressiveDecoder
 JIT = dict(jit_compile=False)  # XLA compiles per shape; only the main equality test uses it
 
 
-def seq2seq_decoder(model, maxlen=MAXLEN, **kwargs):
+def seq2seq_decoder(model, maxlen=MAXLEN, default_rtype="probas", **kwargs):
     """The uncached reference: bert4keras' AutoTitle predict (unilm) or its LM one."""
     segment = 1 if model.application == "unilm" else 0
 
     class Decoder(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        @AutoRegressiveDecoder.wraps(default_rtype=default_rtype)
         def predict(self, inputs, output_ids, states):
             token_ids, segment_ids = inputs
             token_ids = np.concatenate([token_ids, output_ids], 1)
             segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, segment)], 1)
             return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
 
-    return Decoder(start_id=None, end_id=END, maxlen=maxlen, **kwargs)
+    return Decoder(**{"start_id": None, "end_id": END, "maxlen": maxlen, **kwargs})
 
 
 # --- the bert4keras title-generation script, only its imports changed ------------------------
@@ -114,15 +114,7 @@ def test_linear_head_and_start_id_match_uncached(sources):
     bias[END], bias[0] = 9.0, -30.0
     model.mlm_bias.set_weights([bias])
 
-    class Decoder(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="logits")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
-
-    decoder = Decoder(start_id=101, end_id=END, maxlen=6)
+    decoder = seq2seq_decoder(model, maxlen=6, default_rtype="logits", start_id=101)
     expected = [[int(t) for t in decoder.beam_search([t, s], topk=2, temperature=0.7)] for t, s in sources[:3]]
     got = Generator(model, END, 6, start_id=101, **JIT).beam_search(padded(sources[:3]), topk=2, temperature=0.7)
     assert got == expected
