@@ -9,9 +9,7 @@ user's ``predict`` on the whole prefix, one source at a time, exactly like bert4
 For speed use :class:`kerasnlp_plus.generation.Generator`, which returns the same
 beams (with ``length_penalty=0``) from a batch of sources and a key/value cache: both
 take the same step, :func:`kerasnlp_plus.generation.selection.beam_step`. Decoding
-itself lives in :mod:`kerasnlp_plus.generation`; its constraint and selection helpers
-(``make_allowed_fn``, ``constraint_mask``, ``apply_mask``, ``select_topk``,
-``sample_from``) stay importable from here.
+itself (constraints, selection, sampling) lives in :mod:`kerasnlp_plus.generation`.
 
 Both decoders accept the same constraint options:
 
@@ -35,10 +33,10 @@ import unicodedata
 
 import numpy as np
 
+# Decoding lives in kerasnlp_plus.generation; AutoRegressiveDecoder below adapts it.
 from kerasnlp_plus.generation import validation
-# Decoding lives in kerasnlp_plus.generation; these names stay importable from here.
-from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn  # noqa: F401
-from kerasnlp_plus.generation.selection import beam_step, sample_from, select_topk  # noqa: F401
+from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
+from kerasnlp_plus.generation.selection import beam_step, sample_from
 
 __all__ = [
     "sequence_padding", "softmax", "AutoRegressiveDecoder",
