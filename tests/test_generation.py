@@ -256,6 +256,8 @@ def test_beam_search_many_maps_prefix_allowed_tokens_to_source_indices(unilm, so
         generator.beam_search_many(sources, batch_size=0)
     with pytest.raises(ValueError, match=r"sources\[1\] has 40 token ids but 3 segment ids"):
         generator.beam_search_many([sources[0], (sources[1][0], [0, 0, 0])])
+    with pytest.raises(ValueError, match=r"sources\[1\] must be a non-empty list of token ids"):
+        generator.beam_search_many([sources[0][0], []])
 
 
 # --- sampling ------------------------------------------------------------------------------

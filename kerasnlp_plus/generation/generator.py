@@ -377,14 +377,17 @@ class Generator:
             raise ValueError(f"sources must be a non-empty list of encoded sources, got {type(sources).__name__}")
         pairs = []
         for i, source in enumerate(sources):
-            is_pair = (isinstance(source, tuple) and len(source) == 2
+            is_pair = (isinstance(source, (tuple, list)) and len(source) == 2
                        and not isinstance(source[0], (int, np.integer)))
             token_ids, segment_ids = source if is_pair else (source, None)
-            token_ids = [int(t) for t in np.asarray(token_ids).reshape(-1)]
-            segment_ids = [0] * len(token_ids) if segment_ids is None else [int(t) for t in segment_ids]
+            token_ids = np.asarray(token_ids)
+            segment_ids = np.zeros_like(token_ids) if segment_ids is None else np.asarray(segment_ids)
+            if token_ids.ndim != 1 or segment_ids.ndim != 1 or not token_ids.size:
+                raise ValueError(f"sources[{i}] must be a non-empty list of token ids or a (token_ids, segment_ids) "
+                                 f"pair, got token ids of shape {token_ids.shape}")
             if len(segment_ids) != len(token_ids):
                 raise ValueError(f"sources[{i}] has {len(token_ids)} token ids but {len(segment_ids)} segment ids")
-            pairs.append((token_ids, segment_ids))
+            pairs.append((token_ids.tolist(), segment_ids.tolist()))
         if node_scores is not None and not callable(node_scores):
             node_scores = np.asarray(node_scores)
             if node_scores.ndim != 2 or len(node_scores) != len(sources):
