@@ -29,8 +29,6 @@ Run (2 shared CPU cores: minutes)::
 """
 import argparse
 import os
-import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,8 +36,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import keras  # noqa: E402
 
@@ -82,7 +78,7 @@ def main():
     config = DATA / "ckpt_meta" / "chinese_rbt3_L-3_H-768_A-12" / "bert_config.json"
     model = build_transformer_model(str(config), application="unilm", with_mlm=True)
     sources, tokenizer = load_sources(args.examples, args.src_len)
-    end_id = tokenizer._token_end_id
+    end_id = tokenizer.end_id
     token_ids = sequence_padding([t for t, _ in sources])
     segment_ids = sequence_padding([s for _, s in sources])
     lengths = [len(t) for t, _ in sources]

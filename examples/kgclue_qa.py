@@ -34,9 +34,7 @@ Typical run (KgCLUE files in ``kgclue/``)::
         --model roformer --config roformer-sim/bert_config.json \\
         --checkpoint roformer-sim/bert_model.ckpt --vocab roformer-sim/vocab.txt --epochs 3 --beam 3
 
-Measure the trie for a synthetic base shaped like the full 20.6M-triple one::
-
-    python examples/kgclue_qa.py --trie-benchmark 20559652
+The trie's size and build time for a base shaped like the full one: ``bench/trie.py``.
 """
 import argparse
 import itertools
@@ -48,13 +46,11 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import keras, np  # noqa: E402
+from common import keras  # noqa: E402
 
 from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
 from kerasnlp_plus.utils import atomic_write_text, shared_data_dir  # noqa: E402
 
-FULL_KB_TRIPLES = 20_559_652
-FULL_KB_ENTITIES = 3_121_457
 DEFAULT_LR = {"checkpoint": 5e-6, "demo": 1e-3, "scratch": 1e-3}  # a 2.6M-parameter model wants a large rate
 
 
@@ -247,73 +243,6 @@ def build_kb_trie(path, key_encoder, max_key_len, limit=None, skip_bad=False, ch
     return trie, stats
 
 
-# --------------------------------------------------------------------- synthetic
-def synthetic_kb_keys(n_triples, kb_path, key_encoder, seed=0, n_entities=None):
-    """Token-id keys and values shaped like the full KgCLUE base, without a tokenizer.
-
-    ``n_entities`` subjects (default: the full base's 3.12M entities scaled to
-    ``n_triples``) with ``n_triples / n_entities`` predicates each on average; the
-    subject, predicate, disambiguation and object lengths, the share of subjects
-    with a disambiguation and the token ids are sampled from the real triples in
-    ``kb_path`` (tokenized), predicates from its real predicate set.
-    """
-    rng = np.random.default_rng(seed)
-    real = list(iter_kb(kb_path))
-    subj = [subject_split(s) for s, _, _ in real]
-    s_ids = key_encoder.content_ids([s for s, _ in subj])
-    m_ids = [x for x in key_encoder.content_ids([m for _, m in subj if m])]
-    preds = sorted({p for _, p, _ in real})
-    p_ids = key_encoder.content_ids(preds)
-    o_lens = np.array([len(f"{s}\t{p}\t{o}".encode("utf-8")) for s, p, o in real])
-    vocab = np.concatenate([np.concatenate(s_ids), np.concatenate(m_ids)])
-    s_len = np.array([len(x) for x in s_ids])
-    m_share = len(m_ids) / len(real)
-    n_entities = n_entities or max(1, round(n_triples * FULL_KB_ENTITIES / FULL_KB_TRIPLES))
-    per = rng.multinomial(n_triples - n_entities, np.ones(n_entities) / n_entities) + 1
-    lens = rng.choice(s_len, size=n_entities)
-    tokens = rng.choice(vocab, size=int(lens.sum())).tolist()
-    starts = np.concatenate([[0], np.cumsum(lens)]).tolist()
-    meaning = np.where(rng.random(n_entities) < m_share, rng.integers(len(m_ids), size=n_entities), -1).tolist()
-    preds = rng.integers(len(p_ids), size=n_triples).tolist()
-    values = rng.choice(o_lens, size=n_triples).tolist()
-    sep, t = [key_encoder.sep], 0
-    for e, count in enumerate(per.tolist()):
-        s = tokens[starts[e] : starts[e + 1]] + sep
-        m = (m_ids[meaning[e]] if meaning[e] >= 0 else []) + sep
-        for _ in range(count):
-            yield s + p_ids[preds[t]] + sep + m, "x" * values[t]
-            t += 1
-
-
-def trie_benchmark(n_triples, kb_path, key_encoder, log=print):
-    """Build a Trie over ``n_triples`` synthetic triples; time, memory and size."""
-    from tqdm import tqdm
-
-    from kerasnlp_plus.generation import Trie
-
-    rss0, timer = rss_mb(), common.Timer()
-    trie = Trie()
-    for key, value in tqdm(synthetic_kb_keys(n_triples, kb_path, key_encoder), total=n_triples,
-                           desc="synthetic triples", unit="", mininterval=2):
-        trie.add(key, value)
-    add_seconds = timer()
-    rss_added = rss_mb()
-    trie.compile()
-    stats = {
-        "triples": n_triples,
-        "keys": len(trie),
-        "add_seconds": add_seconds,
-        "compile_seconds": timer() - add_seconds,
-        "rss_before_compile_mb": rss_added - rss0,
-        "rss_after_compile_mb": rss_mb() - rss0,
-        "rss_at_start_mb": rss0,
-        "peak_rss_mb": peak_rss_mb(),
-        "trie_bytes": trie.memory_usage(),
-    }
-    log(json.dumps(stats, indent=1))
-    return stats
-
-
 # ------------------------------------------------------------------------ model
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -355,8 +284,6 @@ def parse_args(argv=None):
     g.add_argument("--show", type=int, default=5)
     g.add_argument("--verbose", type=int, default=1)
     common.add_strategy_args(p)
-    g.add_argument("--trie-benchmark", type=int, metavar="N",
-                   help="only measure building a trie over N synthetic triples shaped like the KB")
     return p.parse_args(argv)
 
 
@@ -416,10 +343,6 @@ def main(args=None, log=print):
     strategy = common.select_strategy(args, log)  # before any TF op
     common.set_seed(args.seed)
     data_dir, kb_path = resolve_paths(args)
-    if args.trie_benchmark:
-        from kerasnlp_plus.tokenizers import Tokenizer
-        tokenizer = Tokenizer(str(args.vocab or common.default_vocab_path()), do_lower_case=True)
-        return trie_benchmark(args.trie_benchmark, kb_path, KeyEncoder(tokenizer), log=log)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if (output / "metrics.jsonl").exists():

@@ -7,7 +7,9 @@ Scripts written for bert4keras 0.11 keep working with only their imports changed
 ``AutoRegressiveDecoder`` is the *uncached* reference decoder: every step re-runs the
 user's ``predict`` on the whole prefix, one source at a time, exactly like bert4keras.
 For speed use :class:`kerasnlp_plus.generation.Generator`, which returns the same
-beams (with ``length_penalty=0``) from a batch of sources and a key/value cache.
+beams (with ``length_penalty=0``) from a batch of sources and a key/value cache: both
+take the same step, :func:`kerasnlp_plus.generation.selection.beam_step`. Decoding
+itself (constraints, selection, sampling) lives in :mod:`kerasnlp_plus.generation`.
 
 Both decoders accept the same constraint options:
 
@@ -30,6 +32,11 @@ import types
 import unicodedata
 
 import numpy as np
+
+# Decoding lives in kerasnlp_plus.generation; AutoRegressiveDecoder below adapts it.
+from kerasnlp_plus.generation import validation
+from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
+from kerasnlp_plus.generation.selection import beam_step, sample_from
 
 __all__ = [
     "sequence_padding", "softmax", "AutoRegressiveDecoder",
@@ -85,83 +92,6 @@ def softmax(x, axis=-1):
     return x / np.sum(x, axis=axis, keepdims=True)
 
 
-# --- constraints, shared with kerasnlp_plus.generation.generator ------------------------
-def make_allowed_fn(trie=None, prefix_allowed_tokens=None):
-    """``fn(batch_index, prefix) -> allowed ids`` from a trie or a callback, or None."""
-    if trie is not None and prefix_allowed_tokens is not None:
-        raise ValueError("pass either trie= or prefix_allowed_tokens=, not both")
-    if trie is not None:
-        if not hasattr(trie, "next_ones"):
-            raise ValueError(f"trie must have a next_ones(prefix) method, got {type(trie).__name__}")
-        return lambda batch_index, prefix: trie.next_ones(prefix)
-    if prefix_allowed_tokens is not None:
-        if not callable(prefix_allowed_tokens):
-            raise ValueError("prefix_allowed_tokens must be callable: fn(batch_index, prefix_ids) -> ids")
-        return prefix_allowed_tokens
-    return None
-
-
-def constraint_mask(allowed_fn, batch_index, prefixes, vocab_size, end_id, no_repeat_ngram_size=0):
-    """Boolean ``(len(prefixes), vocab_size)``: which next tokens each prefix may take,
-    or None when nothing is constrained.
-
-    ``allowed_fn(batch_index, prefix)`` gives the allowed ids (None: all; an id
-    outside the vocabulary is an error naming it and the batch row);
-    ``no_repeat_ngram_size`` bans tokens that would repeat an n-gram of the prefix. A
-    prefix left with no allowed token may only take ``end_id``, so it ends.
-    """
-    if allowed_fn is None and not no_repeat_ngram_size:
-        return None
-    n_rows = len(prefixes)
-    if allowed_fn is None:
-        mask = np.ones((n_rows, vocab_size), bool)
-    else:
-        from kerasnlp_plus.generation.validation import allowed_token_ids  # here: avoids an import cycle
-
-        mask = np.zeros((n_rows, vocab_size), bool)
-        for i, prefix in enumerate(prefixes):
-            prefix = [int(t) for t in prefix]
-            allowed = allowed_token_ids(allowed_fn(batch_index, prefix), vocab_size, batch_index, prefix)
-            mask[i, slice(None) if allowed is None else allowed] = True
-    if no_repeat_ngram_size:
-        n = int(no_repeat_ngram_size)
-        for i, prefix in enumerate(prefixes):
-            prefix = [int(t) for t in prefix]
-            if len(prefix) < n:
-                continue
-            tail = prefix[len(prefix) - n + 1:]
-            for j in range(len(prefix) - n + 1):
-                if prefix[j:j + n - 1] == tail:
-                    mask[i, prefix[j + n - 1]] = False
-    mask[~mask.any(axis=1), end_id] = True
-    return mask
-
-
-def select_topk(scores, k, mask=None):
-    """Flat indices of the ``k`` best entries of ``scores`` in ``argpartition`` order
-    (bert4keras' beam step); with a boolean ``mask``, only among allowed entries (fewer
-    when fewer are allowed). Selecting among the allowed entries, rather than over
-    ``-inf``-filled scores, keeps ``argpartition`` fast under a trie."""
-    if mask is None:
-        k = min(k, scores.size)  # more beams than (beam, token) pairs: keep them all
-        return scores.argpartition(-k, axis=None)[-k:]
-    allowed = np.flatnonzero(mask)
-    if len(allowed) <= k:
-        return allowed
-    return allowed[scores.ravel()[allowed].argpartition(-k)[-k:]]
-
-
-def apply_mask(scores, mask, fill):
-    """``scores`` with the entries where ``mask`` is False set to ``fill``. For
-    probabilities (``fill=0``) a row whose allowed tokens all have probability 0
-    becomes uniform over them, so it can still be sampled."""
-    scores = np.where(mask, scores, fill)
-    if fill == 0:
-        empty = scores.sum(axis=1) <= 0
-        scores[empty] = mask[empty]
-    return scores
-
-
 class AutoRegressiveDecoder:
     """Base class of autoregressive decoders: beam search and random sampling
     (the bert4keras 0.11 contract; uncached, one source at a time).
@@ -193,7 +123,7 @@ class AutoRegressiveDecoder:
                 output_ids = self.beam_search([token_ids, segment_ids], topk=topk)
                 return tokenizer.decode(output_ids)
 
-        autotitle = AutoTitle(start_id=None, end_id=tokenizer._token_end_id, maxlen=32)
+        autotitle = AutoTitle(start_id=None, end_id=tokenizer.end_id, maxlen=32)
 
     ``beam_search`` returns the best sequence's ids *including* the final ``end_id``
     when it ended (bert4keras does; ``tokenizer.decode`` drops it) and ``start_id`` in
@@ -294,45 +224,27 @@ class AutoRegressiveDecoder:
         dropped and ``topk`` shrinks by their number. At ``maxlen`` the best is returned.
         ``trie`` / ``prefix_allowed_tokens`` constrain the tokens (module docstring).
         """
-        from kerasnlp_plus.generation import validation  # here: avoids an import cycle
-
         validation.check_decoder(self, topk)
-        _check_positive("topk", topk)
-        _check_positive("min_ends", min_ends)
+        validation.check_int("topk", topk, 1)
+        validation.check_int("min_ends", min_ends, 1)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
+        n_first = self.first_output_ids.shape[1]
         inputs = [np.array([i]) for i in inputs]
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
             if step == 0:  # the vocabulary is known from the first scores
                 validation.check_decoder_vocab(self, scores.shape[1])
-            mask = constraint_mask(
-                allowed_fn, 0, self._generated(output_ids), scores.shape[1], self.end_id, no_repeat_ngram_size
+            beams = beam_step(
+                output_ids, output_scores, scores, topk, self.end_id, min_ends, self.minlen, allowed_fn,
+                n_first=n_first, no_repeat_ngram_size=no_repeat_ngram_size,
             )
-            if step == 0:  # after the first step the input is repeated topk times
-                inputs = [np.repeat(i, topk, axis=0) for i in inputs]
-            scores = output_scores.reshape((-1, 1)) + scores
-            indices = select_topk(scores, topk, mask)
-            indices_1 = indices // scores.shape[1]  # beam (row)
-            indices_2 = (indices % scores.shape[1]).reshape((-1, 1))  # token (column)
-            output_ids = np.concatenate([output_ids[indices_1], indices_2], 1)
-            output_scores = np.take_along_axis(scores, indices, axis=None)
-            if len(indices) < len(inputs[0]):  # fewer allowed pairs than beams
-                inputs = [i[: len(indices)] for i in inputs]
-                topk = len(indices)
-            is_end = output_ids[:, -1] == self.end_id
-            end_counts = (output_ids == self.end_id).sum(1)
-            if output_ids.shape[1] >= self.minlen:
-                best = output_scores.argmax()
-                if is_end[best] and end_counts[best] >= min_ends:
-                    return output_ids[best]
-                flag = ~is_end | (end_counts < min_ends)  # unfinished beams
-                if not flag.all():  # drop the finished ones
-                    inputs = [i[flag] for i in inputs]
-                    output_ids = output_ids[flag]
-                    output_scores = output_scores[flag]
-                    end_counts = end_counts[flag]
-                    topk = int(flag.sum())
+            if beams.result is not None:
+                return beams.result
+            # One input row per live beam (the rows are copies of the one source):
+            # fewer when fewer pairs were allowed or beams ended, as bert4keras shrinks topk.
+            inputs = [i[beams.parents] for i in inputs]
+            output_ids, output_scores, topk = beams.ids, beams.scores, len(beams.scores)
         return output_ids[output_scores.argmax()]
 
     def random_sample(
@@ -356,15 +268,13 @@ class AutoRegressiveDecoder:
         smallest set whose probability reaches ``topp`` (nucleus). ``seed``: an int or a
         ``numpy.random.Generator`` (None: numpy's global state, as bert4keras).
         """
-        from kerasnlp_plus.generation import validation  # here: avoids an import cycle
-
         validation.check_decoder(self, topk)
-        _check_positive("n", n)
+        validation.check_int("n", n, 1)
         if topk is not None:
-            _check_positive("topk", topk)
+            validation.check_int("topk", topk, 1)
         if topp is not None and not 0 < topp <= 1:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
-        _check_positive("min_ends", min_ends)
+        validation.check_int("min_ends", min_ends, 1)
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         choice = np.random.choice if seed is None else np.random.default_rng(seed).choice
         inputs = [np.array([i]) for i in inputs]
@@ -396,36 +306,6 @@ class AutoRegressiveDecoder:
                         break
         results.extend(output_ids)
         return results
-
-
-def sample_from(probas, topk, topp, choice):
-    """One token per row of ``probas`` after top-k then top-p filtering (bert4keras
-    order and tie rules); ``choice`` is ``np.random.choice``-like."""
-    k_indices = p_indices = None
-    if topk is not None:
-        topk = min(topk, probas.shape[1])  # above the vocabulary: every token is in the top k
-        k_indices = probas.argpartition(-topk, axis=1)[:, -topk:]
-        probas = np.take_along_axis(probas, k_indices, axis=1)
-        probas = probas / probas.sum(axis=1, keepdims=True)
-    if topp is not None:
-        p_indices = probas.argsort(axis=1)[:, ::-1]
-        probas = np.take_along_axis(probas, p_indices, axis=1)
-        cumsum_probas = np.cumsum(probas, axis=1)
-        flag = np.roll(cumsum_probas >= topp, 1, axis=1)  # past the nucleus
-        flag[:, 0] = False
-        probas[flag] = 0
-        probas = probas / probas.sum(axis=1, keepdims=True)
-    sample_ids = np.array([choice(len(p), p=p) for p in probas]).reshape((-1, 1))
-    if p_indices is not None:
-        sample_ids = np.take_along_axis(p_indices, sample_ids, axis=1)
-    if k_indices is not None:
-        sample_ids = np.take_along_axis(k_indices, sample_ids, axis=1)
-    return sample_ids[:, 0]
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 # --- the rest of bert4keras 0.11.5's snippets ------------------------------------------

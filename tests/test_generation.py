@@ -1,82 +1,37 @@
 """Generator (cached, batched) against the uncached bert4keras decoder, constraints,
 length penalty by exhaustive search, and bad input.
 
-Tiny random models (hidden 32, 2 layers) over the real 21,128-token vocabulary; the
-MLM bias of [SEP] is raised so that some beams end and others run to ``maxlen``.
+Tiny random models and real CSL sources from ``generation_fixtures.py``.
 """
 import itertools
 
 import keras
 import numpy as np
 import pytest
+from generation_fixtures import END, MAXLEN, TINY, padded
+from generation_fixtures import abstracts, lm, sources, tokenizer, unilm  # noqa: F401  (fixtures)
+from generation_fixtures import tiny_model  # noqa: F401  (test_roformer.py imports it from here)
 
 from kerasnlp_plus.generation import Generator, Trie
 from kerasnlp_plus.models import build_transformer_model
-from kerasnlp_plus.snippets import AutoRegressiveDecoder, sequence_padding
+from kerasnlp_plus.snippets import AutoRegressiveDecoder
 
-END = 102  # [SEP] in the real vocabulary
-MAXLEN = 10
 JIT = dict(jit_compile=False)  # XLA compiles per shape; only the main equality test uses it
-TINY = dict(vocab_size=21128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, initializer_range=0.5)
 
 
-def tiny_model(application, end_bias, seed=3, **overrides):
-    keras.utils.set_random_seed(seed)
-    model = build_transformer_model(None, application=application, with_mlm=True, **{**TINY, **overrides})
-    bias = np.zeros(model.vocab_size, "float32")
-    bias[END] = end_bias
-    bias[0] = -30.0  # never generate padding: the uncached path would read it as padding
-    model.mlm_bias.set_weights([bias])
-    return model
-
-
-@pytest.fixture(scope="module")
-def tokenizer(vocab_path):
-    from kerasnlp_plus.tokenizers import Tokenizer
-
-    return Tokenizer(str(vocab_path), do_lower_case=True)
-
-
-@pytest.fixture(scope="module")
-def abstracts(shared_data):
-    with open(shared_data / "csl" / "csl_title_dev.tsv", encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t")[1] for _, line in zip(range(4), f)]
-
-
-@pytest.fixture(scope="module")
-def sources(tokenizer, abstracts):
-    """Four real abstracts truncated to different lengths (64, 40, 23, 51 tokens)."""
-    return [tokenizer.encode(text, maxlen=n) for text, n in zip(abstracts, (64, 40, 23, 51))]
-
-
-@pytest.fixture(scope="module")
-def unilm():
-    return tiny_model("unilm", end_bias=9.0)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return tiny_model("lm", end_bias=8.0)
-
-
-def padded(sources):
-    return [sequence_padding([t for t, _ in sources]), sequence_padding([s for _, s in sources])]
-
-
-def seq2seq_decoder(model, maxlen=MAXLEN, **kwargs):
+def seq2seq_decoder(model, maxlen=MAXLEN, default_rtype="probas", **kwargs):
     """The uncached reference: bert4keras' AutoTitle predict (unilm) or its LM one."""
     segment = 1 if model.application == "unilm" else 0
 
     class Decoder(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        @AutoRegressiveDecoder.wraps(default_rtype=default_rtype)
         def predict(self, inputs, output_ids, states):
             token_ids, segment_ids = inputs
             token_ids = np.concatenate([token_ids, output_ids], 1)
             segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, segment)], 1)
             return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
 
-    return Decoder(start_id=None, end_id=END, maxlen=maxlen, **kwargs)
+    return Decoder(**{"start_id": None, "end_id": END, "maxlen": maxlen, **kwargs})
 
 
 # --- the bert4keras title-generation script, only its imports changed ------------------------
@@ -159,15 +114,7 @@ def test_linear_head_and_start_id_match_uncached(sources):
     bias[END], bias[0] = 9.0, -30.0
     model.mlm_bias.set_weights([bias])
 
-    class Decoder(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="logits")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
-
-    decoder = Decoder(start_id=101, end_id=END, maxlen=6)
+    decoder = seq2seq_decoder(model, maxlen=6, default_rtype="logits", start_id=101)
     expected = [[int(t) for t in decoder.beam_search([t, s], topk=2, temperature=0.7)] for t, s in sources[:3]]
     got = Generator(model, END, 6, start_id=101, **JIT).beam_search(padded(sources[:3]), topk=2, temperature=0.7)
     assert got == expected
@@ -274,6 +221,43 @@ def test_prefix_allowed_tokens_uses_the_batch_index(unilm, sources):
     assert calls == set(range(len(sources)))
     for b, row in enumerate(generator.random_sample(padded(sources), n=2, topp=0.9, prefix_allowed_tokens=fn)):
         assert all(set(s) <= set(allowed[b]) for s in row)
+
+
+# --- many sources in length-sorted batches ---------------------------------------------------
+def test_beam_search_many_restores_order_and_equals_one_by_one(unilm, sources):
+    """Batches of 3 over 4 sources of lengths 64, 40, 23, 51: sorted, the batches are
+    (23, 40, 51) and (64), so the results must be put back in input order."""
+    generator = Generator(unilm, END, MAXLEN, **JIT)
+    seen = []
+
+    def progress(batches):
+        seen.extend(batches)
+        return batches
+
+    got = generator.beam_search_many(sources, topk=2, batch_size=3, progress=progress)
+    assert seen == [[2, 1, 3], [0]]
+    assert got == [generator.beam_search([[t], [s]], topk=2)[0] for t, s in sources]
+    # plain id lists (segment 0, the same here) give the same outputs
+    assert generator.beam_search_many([t for t, _ in sources], topk=2, batch_size=3) == got
+
+
+def test_beam_search_many_maps_prefix_allowed_tokens_to_source_indices(unilm, sources):
+    """A copy constraint indexed by source: row b of a batch is source indices[b]."""
+    allowed = [sorted(set(t) - {101, 102}) + [END] for t, _ in sources]
+    generator = Generator(unilm, END, MAXLEN, **JIT)
+    got = generator.beam_search_many(sources, topk=2, batch_size=2,
+                                     prefix_allowed_tokens=lambda i, prefix: allowed[i])
+    for i, out in enumerate(got):
+        assert set(out) <= set(allowed[i])
+    alone = [generator.beam_search([[t], [s]], topk=2, prefix_allowed_tokens=lambda b, prefix, i=i: allowed[i])[0]
+             for i, (t, s) in enumerate(sources)]
+    assert got == alone
+    with pytest.raises(ValueError, match=r"batch_size must be an int >= 1, got 0"):
+        generator.beam_search_many(sources, batch_size=0)
+    with pytest.raises(ValueError, match=r"sources\[1\] has 40 token ids but 3 segment ids"):
+        generator.beam_search_many([sources[0], (sources[1][0], [0, 0, 0])])
+    with pytest.raises(ValueError, match=r"sources\[1\] must be a non-empty list of token ids"):
+        generator.beam_search_many([sources[0][0], []])
 
 
 # --- sampling ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The compiled decoding program: device trie = host trie, no retracing across batch
-sizes and lengths (the examples' Decoder included), and the SavedModel export run
+sizes and lengths (``beam_search_many`` included), and the SavedModel export run
 in a fresh process that does not import kerasnlp_plus.
 
-Tiny random models as in ``test_generation.py`` (its helpers are reused).
+Tiny random models and real CSL sources from ``generation_fixtures.py``.
 """
 import json
 import logging
@@ -11,29 +11,16 @@ import sys
 
 import numpy as np
 import pytest
-from test_generation import END, MAXLEN, padded, tiny_model  # noqa: F401  (fixtures below)
+from generation_fixtures import END, MAXLEN, padded
+from generation_fixtures import abstracts, five_sources, lm, tokenizer, unilm  # noqa: F401  (fixtures)
 
 from kerasnlp_plus.generation import Generator, Trie
 
 
 @pytest.fixture(scope="module")
-def unilm():
-    return tiny_model("unilm", end_bias=9.0)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return tiny_model("lm", end_bias=8.0)
-
-
-@pytest.fixture(scope="module")
-def sources(vocab_path, shared_data):
-    from kerasnlp_plus.tokenizers import Tokenizer
-
-    tokenizer = Tokenizer(str(vocab_path), do_lower_case=True)
-    with open(shared_data / "csl" / "csl_title_dev.tsv", encoding="utf-8") as f:
-        texts = [line.rstrip("\n").split("\t")[1] for _, line in zip(range(5), f)]
-    return [tokenizer.encode(t, maxlen=n) for t, n in zip(texts, (64, 40, 23, 51, 17))]
+def sources(five_sources):
+    """Five sources (64, 40, 23, 51 and 17 tokens)."""
+    return five_sources
 
 
 def random_trie(rng, host_outputs, n_keys=300, min_ends=1):
@@ -89,25 +76,20 @@ class _Records(logging.Handler):
 def test_varied_batches_trace_once_and_never_warn_about_retracing(unilm, sources):
     """Many batch sizes and source lengths, with and without a trie: one trace per
     program, a handful of XLA shape classes, and no retracing warning (the
-    examples decode through ``common.Decoder``, driven here as they drive it)."""
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "examples"))
-    import common
-
+    examples decode through ``Generator.beam_search_many``, driven here as they drive it)."""
     records = _Records()
     logger = logging.getLogger("tensorflow")
     logger.addHandler(records)
     try:
-        decoder = common.Decoder(unilm, end_id=END, maxlen=MAXLEN, batch_size=3)
-        generator = decoder.generator
         # Tracing does not depend on XLA; without it the test skips ~10 XLA compiles.
-        generator.jit_compile = False
+        generator = Generator(unilm, END, MAXLEN, jit_compile=False)
         trie = Trie.from_iterable([[700, 701, END], [700, 702, END], [710, END]])
         srcs = [t for t, _ in sources]
         for n in (1, 2, 3, 5):
             for cut in (9, 20, 64):
                 batch = [s[:cut] for s in srcs[:n]]
-                decoder.decode(batch, topk=2)
-                decoder.decode(batch, topk=2, trie=trie)
+                generator.beam_search_many(batch, topk=2, batch_size=3)
+                generator.beam_search_many(batch, topk=2, batch_size=3, trie=trie)
         counts = {key: fn.experimental_get_tracing_count() for key, fn in generator._programs.items()}
         assert len(counts) == 2 and all(c == 1 for c in counts.values()), counts
     finally:
@@ -177,6 +159,11 @@ def test_lookahead_node_scores_steer_to_the_best_covering_key(lm, sources):
     steered = generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores)
     assert steered == [[s[1], s[2], s[3], END] for s in srcs]
     assert plain != steered  # the model alone prefers other keys: the hook did the work
+    # the same through beam_search_many: scores per batch from a function, or rows of an array
+    by_batch = generator.beam_search_many(srcs, topk=2, batch_size=2, trie=trie,
+                                          node_scores=lambda batch: coverage_scores(trie, batch, weight=100.0))
+    assert by_batch == steered
+    assert generator.beam_search_many(srcs, topk=2, batch_size=3, trie=trie, node_scores=scores) == steered
     assert generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=0 * scores) == plain
     with pytest.raises(ValueError, match="node_scores has shape"):
         generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores[:, :3])

@@ -257,7 +257,7 @@ def test_save_compiles_pending_adds(tmp_path):
 
 
 # ----------------------------------------------------- ragged build internals
-from kerasnlp_plus.generation import trie as trie_module  # noqa: E402
+from kerasnlp_plus.generation.trie import build as trie_build  # noqa: E402
 
 
 def _ragged(rows, dtype):
@@ -280,7 +280,7 @@ def test_sort_rows_matches_python_sort(bits, dtype, alphabet):
         rows.append(stem + [rng.choice(alphabet) for _ in range(rng.randint(0, 5))])
     rows += rows[:100] + [[]] * 3
     ids, starts, lens = _ragged(rows, dtype)
-    order, new, lcp = trie_module._sort_rows(ids, starts, lens, bits)
+    order, new, lcp = trie_build.sort_rows(ids, starts, lens, bits)
     expected = sorted(range(len(rows)), key=lambda i: (rows[i], i))  # stable
     assert order.tolist() == expected
     srt = [rows[i] for i in expected]
@@ -296,7 +296,7 @@ def test_previous_smaller_matches_brute_force():
     for n in (1, 2, 50, 3000):
         a = rng.integers(0, 6, n).astype(np.int32)
         a[0] = -1
-        got = trie_module._previous_smaller(a)
+        got = trie_build._previous_smaller(a)
         for i in range(1, n):
             assert got[i] == max(j for j in range(i) if a[j] < a[i])
 
@@ -310,7 +310,7 @@ def test_tiny_chunks_give_the_same_structure(monkeypatch, random_case):
     adds = random_keys(rng, 3000, ALPHABET, 9)
     adds += [k + [1, 2] for k in adds[:300]] + adds[:200]
     for name, size in (("_BATCH", 3), ("_SEGMENTS", 2), ("_CHUNK", 5)):
-        monkeypatch.setattr(trie_module, name, size)
+        monkeypatch.setattr(trie_build, name, size)
     for i, k in enumerate(adds):
         small.add(k, None if i % 7 == 0 else f"值{i}")
     assert small.to_bytes() == expected

@@ -32,7 +32,7 @@ best non-ended candidates of each step.
 Example::
 
     model = build_transformer_model(config, ckpt, application='unilm', with_mlm=True)
-    gen = Generator(model, end_id=tokenizer._token_end_id, maxlen=32)
+    gen = Generator(model, end_id=tokenizer.end_id, maxlen=32)
     batch = [tokenizer.encode(text, maxlen=256) for text in texts]
     token_ids = sequence_padding([t for t, _ in batch])
     segment_ids = sequence_padding([s for _, s in batch])
@@ -48,25 +48,13 @@ from keras import ops
 
 from kerasnlp_plus import masks
 from kerasnlp_plus.generation import validation
-from kerasnlp_plus.snippets import (
-    apply_mask,
-    constraint_mask,
-    make_allowed_fn,
-    sample_from,
-    select_topk,
-    sequence_padding,
-)
-
+from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
 from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.selection import beam_candidates, beam_step, sample_from, select_topk
 from kerasnlp_plus.generation.trie import Trie
+from kerasnlp_plus.generation.validation import check_int
 
 __all__ = ["Generator"]
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 class Generator:
@@ -144,16 +132,16 @@ class Generator:
             )
         self.model = model
         self.vocab_size = int(model.vocab_size)
-        end_id = _check_int("end_id", end_id, 0)
+        end_id = check_int("end_id", end_id, 0)
         if end_id >= self.vocab_size:
             raise ValueError(f"end_id={end_id} is outside the vocabulary of size {self.vocab_size}")
         if start_id is not None:
-            start_id = _check_int("start_id", start_id, 0)
+            start_id = check_int("start_id", start_id, 0)
             if start_id >= self.vocab_size:
                 raise ValueError(f"start_id={start_id} is outside the vocabulary of size {self.vocab_size}")
         self.end_id, self.start_id = end_id, start_id
-        self.maxlen = _check_int("maxlen", maxlen, 1)
-        self.minlen = _check_int("minlen", minlen, 0)
+        self.maxlen = check_int("maxlen", maxlen, 1)
+        self.minlen = check_int("minlen", minlen, 0)
         self.length_penalty = float(length_penalty)
         if keep_finished is None:
             keep_finished = self.length_penalty != 0
@@ -162,7 +150,7 @@ class Generator:
                 f"keep_finished=False (bert4keras semantics) needs length_penalty=0, got {length_penalty!r}"
             )
         self.keep_finished = bool(keep_finished)
-        self.no_repeat_ngram_size = _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+        self.no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
         if segment_id is None:
             segment_id = 1 if application == "unilm" else 0
         if application == "unilm" and segment_id != 1:
@@ -170,12 +158,12 @@ class Generator:
             raise ValueError(f"with application='unilm' generated tokens need segment_id=1, got {segment_id!r}")
         self.segment_id = int(segment_id)
         self.jit_compile = bool(jit_compile)
-        self.length_bucket = _check_int("length_bucket", length_bucket, 1)
+        self.length_bucket = check_int("length_bucket", length_bucket, 1)
         self._probabilities = with_mlm in (True, "softmax")
         self._prefill_fn = tf.function(self._prefill, jit_compile=self.jit_compile)
         self._step_fn = tf.function(self._step, jit_compile=self.jit_compile)
         self.batch_bucket = bool(batch_bucket)
-        self.device_trie_max_keys = _check_int("device_trie_max_keys", device_trie_max_keys, 0)
+        self.device_trie_max_keys = check_int("device_trie_max_keys", device_trie_max_keys, 0)
         self.lean_cache = bool(lean_cache)
         self._programs = {}
 
@@ -278,8 +266,8 @@ class Generator:
         return session, batch, first
 
     def _check_common(self, topk_name, topk, min_ends, temperature):
-        _check_int(topk_name, topk, 1)
-        _check_int("min_ends", min_ends, 1)
+        check_int(topk_name, topk, 1)
+        check_int("min_ends", min_ends, 1)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
@@ -336,14 +324,13 @@ class Generator:
                     continue
                 base = b * k_max
                 logp = session.scores[base + row.slots]
-                mask = constraint_mask(
-                    allowed_fn, b, row.ids[:, len(first):], self.vocab_size, self.end_id, self.no_repeat_ngram_size
-                )
-                scores = row.scores[:, None] + logp
                 if self.keep_finished:
-                    self._advance_pool(row, scores, mask, k_max, min_ends, len(first))
+                    candidates, mask = beam_candidates(
+                        row.ids, row.scores, logp, self.end_id, allowed_fn, b, len(first), self.no_repeat_ngram_size
+                    )
+                    self._advance_pool(row, candidates, mask, k_max, min_ends, len(first))
                 else:
-                    self._advance_bert4keras(row, scores, mask, min_ends)
+                    self._advance_bert4keras(row, logp, min_ends, allowed_fn, b, len(first))
                 if row.result is None:
                     k = len(row.scores)
                     parents[base:base + k] = base + row.parent_slots
@@ -353,6 +340,79 @@ class Generator:
                 break
             session.advance(tokens, parents, column=len(first) + step)
         return [self._final(row, len(first)) for row in rows]
+
+    def beam_search_many(self, sources, topk=1, batch_size=32, trie=None, prefix_allowed_tokens=None, min_ends=1,
+                         temperature=1.0, node_scores=None, progress=None):
+        """:meth:`beam_search` over any number of sources, in length-sorted batches.
+
+        Sorting by length keeps the padding of each batch small (and, with
+        ``length_bucket``, the number of compiled shapes too); the results come back
+        in input order, the same ids as decoding each source on its own.
+
+        Args:
+            sources: encoded sources, each a list of token ids (segment 0) or a
+                ``(token_ids, segment_ids)`` pair as ``tokenizer.encode`` returns.
+            batch_size: sources per :meth:`beam_search` call.
+            prefix_allowed_tokens: ``fn(i, prefix_ids) -> allowed ids`` where ``i``
+                indexes ``sources`` (not the batch), e.g. a copy constraint
+                ``lambda i, prefix: allowed[i]``.
+            node_scores: look-ahead scores with ``trie`` (see :meth:`beam_search`):
+                ``fn(batch_sources) -> (len(batch_sources), nodes)``, called with each
+                batch's token id lists, or an array ``(len(sources), nodes)``.
+            progress: wraps the iterable of batches, e.g. ``tqdm.tqdm``.
+            topk, trie, min_ends, temperature: as in :meth:`beam_search`.
+
+        Returns one list of ids per source, in the order of ``sources``.
+
+        >>> from kerasnlp_plus.models import build_transformer_model
+        >>> model = build_transformer_model(None, vocab_size=20, hidden_size=8, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=16, application="unilm", with_mlm=True)
+        >>> gen = Generator(model, end_id=3, maxlen=4, jit_compile=False)
+        >>> sources = [[2, 5, 6, 7, 3], [2, 8, 3], [2, 9, 9, 3]]
+        >>> gen.beam_search_many(sources, topk=2, batch_size=2) == [gen.beam_search([s], topk=2)[0] for s in sources]
+        True
+        """
+        batch_size = check_int("batch_size", batch_size, 1)
+        if not isinstance(sources, (list, tuple)) or not sources:
+            raise ValueError(f"sources must be a non-empty list of encoded sources, got {type(sources).__name__}")
+        pairs = []
+        for i, source in enumerate(sources):
+            is_pair = (isinstance(source, (tuple, list)) and len(source) == 2
+                       and not isinstance(source[0], (int, np.integer)))
+            token_ids, segment_ids = source if is_pair else (source, None)
+            token_ids = np.asarray(token_ids)
+            segment_ids = np.zeros_like(token_ids) if segment_ids is None else np.asarray(segment_ids)
+            if token_ids.ndim != 1 or segment_ids.ndim != 1 or not token_ids.size:
+                raise ValueError(f"sources[{i}] must be a non-empty list of token ids or a (token_ids, segment_ids) "
+                                 f"pair, got token ids of shape {token_ids.shape}")
+            if len(segment_ids) != len(token_ids):
+                raise ValueError(f"sources[{i}] has {len(token_ids)} token ids but {len(segment_ids)} segment ids")
+            pairs.append((token_ids.tolist(), segment_ids.tolist()))
+        if node_scores is not None and not callable(node_scores):
+            node_scores = np.asarray(node_scores)
+            if node_scores.ndim != 2 or len(node_scores) != len(sources):
+                raise ValueError(f"node_scores has shape {node_scores.shape}; expected (len(sources), trie nodes) "
+                                 f"with len(sources) = {len(sources)}, or a function of each batch's sources")
+        if prefix_allowed_tokens is not None and not callable(prefix_allowed_tokens):
+            raise ValueError("prefix_allowed_tokens must be callable: fn(source_index, prefix_ids) -> ids")
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))  # stable: ties keep input order
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        results = [None] * len(pairs)
+        for indices in (batches if progress is None else progress(batches)):
+            kwargs = {}
+            if prefix_allowed_tokens is not None:
+                kwargs["prefix_allowed_tokens"] = (
+                    lambda b, prefix, indices=indices: prefix_allowed_tokens(indices[b], prefix)
+                )
+            if node_scores is not None:
+                kwargs["node_scores"] = (node_scores([pairs[i][0] for i in indices]) if callable(node_scores)
+                                         else node_scores[indices])
+            inputs = [[pairs[i][0] for i in indices], [pairs[i][1] for i in indices]]
+            outputs = self.beam_search(inputs, topk=topk, trie=trie, min_ends=min_ends, temperature=temperature,
+                                       **kwargs)
+            for i, out in zip(indices, outputs):
+                results[i] = out
+        return results
 
     # --- the compiled program --------------------------------------------------------
     def _uses_program(self, trie, prefix_allowed_tokens):
@@ -501,24 +561,18 @@ class Generator:
         """:meth:`beam_search` with one beam."""
         return self.beam_search(inputs, topk=1, **kwargs)
 
-    def _advance_bert4keras(self, row, scores, mask, min_ends):
-        """One step of bert4keras 0.11's beam search for one source (the same
-        selection code as ``AutoRegressiveDecoder.beam_search``)."""
-        indices = select_topk(scores, row.k, mask)
-        parents = indices // scores.shape[1]
-        ids = np.concatenate([row.ids[parents], (indices % scores.shape[1])[:, None]], 1)
-        out_scores = np.take_along_axis(scores, indices, axis=None)
-        parent_slots = row.slots[parents]
-        is_end = ids[:, -1] == self.end_id
-        end_counts = (ids == self.end_id).sum(1)
-        if ids.shape[1] >= self.minlen:
-            best = out_scores.argmax()
-            if is_end[best] and end_counts[best] >= min_ends:
-                row.result = ids[best]
-                return
-            flag = ~is_end | (end_counts < min_ends)
-            ids, out_scores, parent_slots = ids[flag], out_scores[flag], parent_slots[flag]
-        row.ids, row.scores, row.parent_slots, row.k = ids, out_scores, parent_slots, len(out_scores)
+    def _advance_bert4keras(self, row, logp, min_ends, allowed_fn, batch_index, n_first):
+        """One step of bert4keras 0.11's beam search for one source (the step of
+        ``AutoRegressiveDecoder.beam_search`` too)."""
+        beams = beam_step(
+            row.ids, row.scores, logp, row.k, self.end_id, min_ends, self.minlen, allowed_fn, batch_index,
+            n_first, self.no_repeat_ngram_size,
+        )
+        if beams.result is not None:
+            row.result = beams.result
+            return
+        row.ids, row.scores, row.k = beams.ids, beams.scores, len(beams.scores)
+        row.parent_slots = row.slots[beams.parents]
 
     def _normalized(self, score, length):
         return score / max(length, 1) ** self.length_penalty if self.length_penalty else score
@@ -593,7 +647,7 @@ class Generator:
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("n", n, min_ends, temperature)
         if topk is not None:
-            _check_int("topk", topk, 1)
+            check_int("topk", topk, 1)
         if topp is not None and not 0 < topp <= 1:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
@@ -682,6 +736,9 @@ def _as_batch(x, name, length=None):
     if isinstance(x, tf.Tensor):
         x = x.numpy()
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], (list, tuple, np.ndarray)):
+        # At call time: kerasnlp_plus.snippets (the bert4keras layer) imports this package.
+        from kerasnlp_plus.snippets import sequence_padding
+
         x = sequence_padding(x, length=length) if len({len(r) for r in x}) > 1 or length else np.asarray(x)
     x = np.asarray(x)
     if x.ndim == 1:

@@ -19,12 +19,13 @@ __all__ = [
     "check_decoder",
     "check_decoder_vocab",
     "check_generator_call",
+    "check_int",
     "check_sequence_length",
     "InputRangeCheck",
 ]
 
 
-def _int(name, value, low, high=None, what=None):
+def check_int(name, value, low, high=None, what=None):
     """``value`` as an int in ``[low, high)``; else ValueError naming ``name`` (in the
     wording the decoders used before these checks were shared)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -39,13 +40,13 @@ def check_decoder(decoder, topk=None, topk_name="topk"):
     and ``start_id`` ids >= 0 (or ``start_id=None``), ``maxlen >= 1``, ``minlen >= 0``
     and ``topk >= 1`` when given. Read from the decoder's attributes, so a value changed
     after construction is checked too."""
-    _int("end_id", decoder.end_id, 0)
+    check_int("end_id", decoder.end_id, 0)
     if decoder.start_id is not None:
-        _int("start_id", decoder.start_id, 0)
-    _int("maxlen", decoder.maxlen, 1, what="the most decoding steps; 0 would return nothing")
-    _int("minlen", decoder.minlen, 0)
+        check_int("start_id", decoder.start_id, 0)
+    check_int("maxlen", decoder.maxlen, 1, what="the most decoding steps; 0 would return nothing")
+    check_int("minlen", decoder.minlen, 0)
     if topk is not None:
-        _int(topk_name, topk, 1)
+        check_int(topk_name, topk, 1)
 
 
 def check_decoder_vocab(decoder, vocab_size):
@@ -57,7 +58,7 @@ def check_decoder_vocab(decoder, vocab_size):
     on purpose: beam search keeps the ``topk`` best (beam, token) pairs, of which the
     first step has only ``vocab_size`` (all are kept), and top-k sampling then keeps
     every token."""
-    _int("end_id", decoder.end_id, 0, vocab_size, f"the vocabulary of size {vocab_size}")
+    check_int("end_id", decoder.end_id, 0, vocab_size, f"the vocabulary of size {vocab_size}")
 
 
 def allowed_token_ids(allowed, vocab_size, batch_index, prefix):
@@ -165,7 +166,7 @@ def check_generator_call(generator, inputs, topk=None, topk_name="topk"):
                         f"segment table has type_vocab_size={type_vocab_size} (ids 0..{type_vocab_size - 1})"
                     )
     if generator.segment_id is not None and getattr(model, "type_vocab_size", None) is not None:
-        _int("segment_id", generator.segment_id, 0, model.type_vocab_size,
+        check_int("segment_id", generator.segment_id, 0, model.type_vocab_size,
              f"type_vocab_size={model.type_vocab_size}")
     first = 0 if generator.start_id is None else 1
     longest = max(lengths)
