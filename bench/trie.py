@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from kerasnlp_plus.generation.trie import Trie  # noqa: E402
 from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 

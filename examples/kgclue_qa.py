@@ -51,7 +51,12 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402  (examples/common.py: Decoder, Timer)
 from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
-from kerasnlp_plus.pretraining.strategy import add_strategy_args, strategy_from_args, worker_role  # noqa: E402
+from kerasnlp_plus.pretraining.strategy import (  # noqa: E402
+    add_strategy_args,
+    check_global_batch,
+    strategy_from_args,
+    worker_role,
+)
 from kerasnlp_plus.tasks import seq2seq  # noqa: E402
 from kerasnlp_plus.tasks.callbacks import BatchLossHistory, BestWeights, save_weights  # noqa: E402
 from kerasnlp_plus.tasks.kgclue import (  # noqa: E402
@@ -242,6 +247,7 @@ def main(args=None, log=print):
         args = parse_args(args)
     timer = common.Timer()
     strategy = strategy_from_args(args, log)  # before any TF op
+    check_global_batch(args.batch_size, strategy)
     chief = worker_role(strategy)[2]  # only the chief writes (several machines)
     keras.utils.set_random_seed(args.seed)
     data_dir, kb_path = resolve_paths(args)
@@ -278,9 +284,6 @@ def main(args=None, log=print):
         return [(q + a, [0] * len(q) + [1] * len(a)) for q, a in zip(q_ids, a_ids)]
 
     # Global batches, the same for any number of replicas (see kerasnlp_plus.tasks.seq2seq).
-    if args.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"--batch-size {args.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
     train_encoded = encode(train)
     train_ds = seq2seq.unilm_dataset(train_encoded, args.batch_size, shuffle=True, seed=args.seed, repeat=True)
     valid_ds = seq2seq.unilm_dataset(encode(valid), args.batch_size)

@@ -41,7 +41,12 @@ import keras  # noqa: E402
 
 import common  # noqa: E402  (examples/common.py: Decoder, Timer)
 from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
-from kerasnlp_plus.pretraining.strategy import add_strategy_args, strategy_from_args, worker_role  # noqa: E402
+from kerasnlp_plus.pretraining.strategy import (  # noqa: E402
+    add_strategy_args,
+    check_global_batch,
+    strategy_from_args,
+    worker_role,
+)
 from kerasnlp_plus.tasks import seq2seq, titles  # noqa: E402
 from kerasnlp_plus.tasks.callbacks import BatchLossHistory, BestWeights  # noqa: E402
 from kerasnlp_plus.utils import atomic_write_text  # noqa: E402
@@ -164,6 +169,7 @@ def main(args=None, log=print):
         args = parse_args(args)
     timer = common.Timer()
     strategy = strategy_from_args(args, log)  # before any TF op
+    check_global_batch(args.batch_size, strategy)
     chief = worker_role(strategy)[2]  # only the chief writes (several machines)
     keras.utils.set_random_seed(args.seed)
     output = pathlib.Path(args.output)
@@ -209,9 +215,6 @@ def main(args=None, log=print):
         return seq2seq.encode_pairs(tokenizer, [a for _, a in pairs], [t for t, _ in pairs],
                                     args.max_source_len, args.max_target_len)
 
-    if args.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"--batch-size {args.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
     train_encoded = encode(train_pairs)
     train_ds = seq2seq.unilm_dataset(train_encoded, args.batch_size, shuffle=True, seed=args.seed, repeat=True,
                                      gather_positions=gather)

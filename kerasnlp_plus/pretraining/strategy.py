@@ -122,3 +122,11 @@ def strategy_from_args(args, log=print):
     if strategy.num_replicas_in_sync > 1:
         log(f"strategy: {kind} ({strategy.num_replicas_in_sync} replicas; --batch-size is the global batch)")
     return strategy
+
+
+def check_global_batch(batch_size, strategy):
+    """Refuse a global batch that does not split evenly over the replicas (each
+    replica must get the same number of rows for N replicas to train like one)."""
+    replicas = strategy.num_replicas_in_sync
+    if int(batch_size) % replicas:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas")
