@@ -8,6 +8,10 @@ it writes the ``.weights.h5`` file in place, so a crash during the write destroy
 previous best. :class:`BestWeights` saves a given model with :func:`save_weights`
 (through :func:`kerasnlp_plus.utils.atomic_path`).
 """
+import os
+import shutil
+import tempfile
+
 import keras
 
 from kerasnlp_plus.utils import atomic_path
@@ -26,8 +30,8 @@ class BestWeights(keras.callbacks.Callback):
     Place it after the callback that puts ``monitor`` into the epoch logs (an
     evaluator). ``on_improve(epoch, logs)`` runs after each save (e.g. to keep that
     epoch's predictions). ``write=False`` (a non-chief worker of a multi-worker
-    cluster): track the best, write nothing. ``best``/``best_epoch`` hold the best
-    value and its 1-based epoch.
+    cluster): track the best and save into a temporary folder that is deleted at once.
+    ``best``/``best_epoch`` hold the best value and its 1-based epoch.
     """
 
     def __init__(self, path, monitor, model=None, mode="max", on_improve=None, write=True, log=None):
@@ -56,6 +60,14 @@ class BestWeights(keras.callbacks.Callback):
             save_weights(self.net or self.model, self.path)
             if self.on_improve is not None:
                 self.on_improve(epoch, logs)
+        else:
+            # Every worker of a cluster runs the same saves, as in pretraining (their
+            # variable reads are part of the same program); the others' go nowhere.
+            folder = tempfile.mkdtemp(prefix="kerasnlp_plus-worker-")
+            try:
+                save_weights(self.net or self.model, os.path.join(folder, "best.weights.h5"))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
         if self.log is not None:
             self.log(f"  * best {self.monitor} so far ({value:.2f}), weights saved to {self.path}")
 

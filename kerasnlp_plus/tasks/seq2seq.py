@@ -187,6 +187,7 @@ def compile_unilm(model, lr, weight_decay=0.0, train_model=None):
 
     ``train_model``: the model to compile instead of ``model`` (e.g.
     ``model.loss_positions_model()``, which shares ``model``'s weights). Returns it.
+    Call it inside ``strategy.scope()``.
     """
     # kerasnlp_plus' Adam/AdamW: Keras' own, with exact updates for repeated embedding rows.
     from kerasnlp_plus.optimizers import Adam, AdamW
@@ -202,4 +203,11 @@ def compile_unilm(model, lr, weight_decay=0.0, train_model=None):
     # Variable-length batches: no XLA (it would recompile for every new shape).
     train_model.compile(optimizer=optimizer, loss=masked_lm_loss(from_logits=model.with_mlm == "linear"),
                         jit_compile=False)
+    import tensorflow as tf
+
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3.15 needs pretraining's workarounds under several workers.
+        from kerasnlp_plus.pretraining.training import _patch_symbolic_build
+
+        _patch_symbolic_build(train_model)
     return train_model
