@@ -69,7 +69,8 @@ class BestWeights(keras.callbacks.Callback):
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
         if self.log is not None:
-            self.log(f"  * best {self.monitor} so far ({value:.2f}), weights saved to {self.path}")
+            where = f"weights saved to {self.path}" if self.write else "the chief saves the weights"
+            self.log(f"  * best {self.monitor} so far ({value:.2f}), {where}")
 
 
 class BatchLossHistory(keras.callbacks.Callback):
