@@ -9,6 +9,9 @@ model, each in one home.
 - :mod:`~kerasnlp_plus.tasks.titles`: CSL title data and its Rouge/BLEU scoring.
 - :mod:`~kerasnlp_plus.tasks.kgclue`: KgCLUE questions, the knowledge base and its
   prefix trie, and the official metric.
+- :mod:`~kerasnlp_plus.tasks.long_text`: masked-LM accuracy and loss on long text, and a
+  model cut to the position rows it was trained on (``examples/long_text_mlm.py``,
+  ``bench/extrapolation.py``).
 
 The strategy selection is :mod:`kerasnlp_plus.pretraining.strategy`'s
 (``add_strategy_args``, ``strategy_from_args``), the label rule is the pretraining
