@@ -21,15 +21,12 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv=None):
@@ -63,7 +60,7 @@ def held_out_stream(inputs, tokenizer, fraction, seed, max_tokens):
     for i, (_, text) in enumerate(read_documents(inputs)):
         if not in_eval_split(i, seed, fraction):
             continue
-        stream.extend(tokenizer.encode(text)[0][1:-1] + [tokenizer._token_sep_id])
+        stream.extend(tokenizer.encode(text)[0][1:-1] + [tokenizer.sep_id])
         docs += 1
         if len(stream) >= max_tokens:
             break
@@ -80,33 +77,12 @@ def rows(stream, length, cls_id, sep_id):
     return np.concatenate([ends + cls_id, blocks, ends + sep_id], axis=1), n * body
 
 
-def accuracy_and_loss(model, x, labels, weights, batch_size):
-    """Masked-token accuracy and mean cross entropy (nats): the loss still moves when a
-    weak model's argmax is the same frequent character at every length."""
-    correct = nll = total = 0.0
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        probs = np.asarray(model.predict_on_batch([xb, np.zeros_like(xb)]))
-        y, w = labels[i:i + batch_size], weights[i:i + batch_size]
-        correct += float(((probs.argmax(-1) == y) * w).sum())
-        p_true = np.take_along_axis(probs, y[..., None], axis=-1)[..., 0]
-        nll += float((-np.log(np.maximum(p_true, 1e-30)) * w).sum())
-        total += float(w.sum())
-    return correct / max(total, 1.0), nll / max(total, 1.0)
-
-
-def find_config(folder):
-    for name in ("config.json", "bert_config.json"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"no config.json or bert_config.json in {folder}")
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras
 
     from kerasnlp_plus.models import build_transformer_model
+    from kerasnlp_plus.tasks.long_text import find_config, masked_lm_scores, with_trained_positions
     from kerasnlp_plus.tokenizers import Tokenizer
     from kerasnlp_plus.utils import atomic_write_text
 
@@ -118,7 +94,7 @@ def main(argv=None):
     vocab = pathlib.Path(args.vocab) if args.vocab else bert_dir / "vocab.txt"
     keras.utils.set_random_seed(args.seed)
     tokenizer = Tokenizer(str(vocab), do_lower_case=True)
-    cls_id, sep_id, mask_id = tokenizer._token_cls_id, tokenizer._token_sep_id, tokenizer._token_mask_id
+    cls_id, sep_id, mask_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id
 
     stream, docs = held_out_stream(args.inputs, tokenizer, args.eval_fraction, args.split_seed, args.max_tokens)
     rng = np.random.default_rng(args.seed)
@@ -143,13 +119,7 @@ def main(argv=None):
     # BERT: its trained rows extended hierarchically (exactly the table up to trained_length).
     b_config = find_config(bert_dir)
     full = build_transformer_model(b_config, bert_dir, with_mlm=True)
-    bert = build_transformer_model(b_config, None, with_mlm=True, max_position_embeddings=args.trained_length,
-                                   hierarchical_position=0.4)
-    for layer in bert.layers:
-        weights = full.get_layer(layer.name).get_weights()
-        if layer.name == "Embedding-Position":
-            weights = [weights[0][: args.trained_length]]
-        layer.set_weights(weights)
+    bert = with_trained_positions(full, b_config, args.trained_length, hierarchical_position=0.4)
 
     models = {"RoFormer, standard scale": roformer, "RoFormer, log_n scale": roformer_log_n,
               "BERT demo, hierarchical positions": bert}
@@ -160,7 +130,7 @@ def main(argv=None):
         assert int(w.sum()) == int(chosen.sum())  # the same tokens at every length
         for name, model in models.items():
             start = time.time()
-            acc, loss = accuracy_and_loss(model, x, y, w, max(1, args.batch_size * 512 // length))
+            acc, loss = masked_lm_scores(model, x, y, w, max(1, args.batch_size * 512 // length))
             results["accuracy"][name][length], results["loss"][name][length] = acc, loss
             results["seconds"][f"{name} @ {length}"] = round(time.time() - start, 1)
         print(f"length {length}: " + " | ".join(

@@ -17,7 +17,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
 

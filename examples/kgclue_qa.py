@@ -37,210 +37,35 @@ Typical run (KgCLUE files in ``kgclue/``)::
 The trie's size and build time for a base shaped like the full one: ``bench/trie.py``.
 """
 import argparse
-import itertools
 import json
 import os
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import common  # noqa: E402
-from common import keras  # noqa: E402
+import keras  # noqa: E402
 
+import common  # noqa: E402  (examples/common.py: Timer, append_jsonl)
+from kerasnlp_plus.generation import Generator  # noqa: E402
 from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
+from kerasnlp_plus.pretraining.strategy import (  # noqa: E402
+    add_strategy_args,
+    check_global_batch,
+    strategy_from_args,
+    worker_role,
+)
+from kerasnlp_plus.tasks import seq2seq  # noqa: E402
+from kerasnlp_plus.tasks.callbacks import BatchLossHistory, BestWeights, save_weights  # noqa: E402
+from kerasnlp_plus.tasks.kgclue import (  # noqa: E402
+    KeyEncoder,
+    build_kb_trie,
+    kgclue_metrics,
+    read_questions,
+)
 from kerasnlp_plus.utils import atomic_write_text, shared_data_dir  # noqa: E402
 
 DEFAULT_LR = {"checkpoint": 5e-6, "demo": 1e-3, "scratch": 1e-3}  # a 2.6M-parameter model wants a large rate
-
-
-# ----------------------------------------------------------------------- metric
-def normalize(text):
-    """The official normalisation: lower case, whitespace runs -> one space."""
-    return " ".join(text.lower().split())
-
-
-def lcs_length(a, b):
-    """Length of the longest common subsequence of two strings (characters)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0]
-        for j, cb in enumerate(b):
-            cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def f1_sim(text_a, text_b):
-    """``2*LCS/(len a + len b)``; 0 when both are empty (as the official script)."""
-    if not text_a and not text_b:
-        return 0.0
-    return 2.0 * lcs_length(text_a, text_b) / (len(text_a) + len(text_b))
-
-
-def kgclue_metrics(predictions, references):
-    """Official KgCLUE metrics, in percent, over ``(S, P, O)`` string triples.
-
-    >>> m = kgclue_metrics([("a", "b", "xyz")], [("a", "c", "xy")])
-    >>> m["EM_S"], m["EM_P"], m["EM_O"], m["F1_O"], m["score"]
-    (100.0, 0.0, 0.0, 80.0, 40.0)
-    """
-    if len(predictions) != len(references) or not references:
-        raise ValueError(f"need as many predictions as references (>0), got "
-                         f"{len(predictions)} and {len(references)}")
-    m = {f"{a}_{b}": 0.0 for a in ("EM", "F1") for b in ("All", "S", "P", "O")}
-    for pred, ref in zip(predictions, references):
-        ps, pp, po = map(normalize, pred)
-        rs, rp, ro = map(normalize, ref)
-        m["EM_S"] += ps == rs
-        m["EM_P"] += pp == rp
-        m["EM_O"] += po == ro
-        m["EM_All"] += (ps, pp, po) == (rs, rp, ro)
-        m["F1_S"] += f1_sim(ps, rs)
-        m["F1_P"] += f1_sim(pp, rp)
-        m["F1_O"] += f1_sim(po, ro)
-        m["F1_All"] += f1_sim(ps + pp + po, rs + rp + ro)
-    m = {k: 100.0 * v / len(references) for k, v in m.items()}
-    m["score"] = 0.5 * m["EM_O"] + 0.5 * m["F1_O"]
-    return m
-
-
-# ------------------------------------------------------------------------- data
-def subject_split(s):
-    """``'龙晶（游戏）' -> ('龙晶', '游戏')``; ``('s', '')`` without a disambiguation."""
-    if s.endswith("）") and "（" in s:
-        i = s.index("（")
-        return s[:i], s[i + 1 : -1]
-    return s, ""
-
-
-def split_answer(answer, where):
-    parts = answer.split(" ||| ")
-    if len(parts) != 3:
-        raise ValueError(f"{where}: answer must be 'S ||| P ||| O', got {answer!r}")
-    return tuple(parts)
-
-
-def read_questions(path, limit=None):
-    """``[(id, question, (S, P, O) or None)]`` from a KgCLUE json-lines file."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                qid, question = d["id"], d["question"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: not a KgCLUE record ({e!r}): {line[:80]!r}") from None
-            answer = d.get("answer")
-            out.append((qid, question, None if answer is None else split_answer(answer, f"{path}:{lineno}")))
-            if limit is not None and len(out) >= limit:
-                break
-    return out
-
-
-class KeyEncoder:
-    """Token ids of ``S [SEP] P [SEP] M [SEP]`` keys, batched through the tokenizer."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.sep = tokenizer.end_id
-
-    def content_ids(self, texts):
-        return [ids[1:-1] for ids, _ in self.tokenizer.encode_batch(list(texts))]
-
-    def encode(self, triples):
-        """Keys for ``(S, P, ...)`` tuples (the full subject with its disambiguation)."""
-        subj, meaning = zip(*(subject_split(t[0]) for t in triples)) if triples else ((), ())
-        sep = [self.sep]
-        return [
-            s + sep + p + sep + m + sep
-            for s, p, m in zip(
-                self.content_ids(subj), self.content_ids([t[1] for t in triples]), self.content_ids(meaning)
-            )
-        ]
-
-
-def iter_kb(path, limit=None, skip_bad=False, stats=None):
-    """Stream ``(S, P, O)`` from an ``S<TAB>P<TAB>O`` file (O whitespace-normalised)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and lineno > limit:
-                break
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) != 3 or not parts[0] or not parts[1]:
-                if skip_bad:
-                    if stats is not None:
-                        stats["bad_lines"] = stats.get("bad_lines", 0) + 1
-                    continue
-                raise ValueError(f"{path}:{lineno}: expected 'S<TAB>P<TAB>O', got {line[:80]!r} "
-                                 "(use --skip-bad-kb-lines to skip such lines)")
-            yield parts[0], parts[1], " ".join(parts[2].split())
-
-
-def rss_mb():
-    """Resident memory of this process in MB (from /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process so far, in MB (``ru_maxrss``)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def build_kb_trie(path, key_encoder, max_key_len, limit=None, skip_bad=False, chunk=20000, log=print):
-    """Stream the knowledge base into a Trie: key ``S [SEP] P [SEP] M [SEP]`` ->
-    value ``'S<TAB>P<TAB>O'`` (the original strings, so answers are exact KB text).
-
-    Returns ``(trie, stats)``; keys longer than ``max_key_len`` tokens (which the
-    decoder could never finish) are skipped and counted.
-    """
-    from tqdm import tqdm
-
-    from kerasnlp_plus.generation import Trie
-
-    stats = {"triples": 0, "too_long": 0}
-    rss0, timer = rss_mb(), common.Timer()
-    trie = Trie()
-    it = iter_kb(path, limit, skip_bad, stats)
-    with tqdm(desc=f"trie over {os.path.basename(path)}", unit=" triples", mininterval=2) as bar:
-        while True:
-            triples = list(itertools.islice(it, chunk))
-            if not triples:
-                break
-            for key, (s, p, o) in zip(key_encoder.encode(triples), triples):
-                if len(key) > max_key_len:
-                    stats["too_long"] += 1
-                    continue
-                trie.add(key, f"{s}\t{p}\t{o}")
-            stats["triples"] += len(triples)
-            bar.update(len(triples))
-    stats["add_seconds"] = timer()
-    trie.compile()
-    stats["total_seconds"] = timer()
-    stats["compile_seconds"] = stats["total_seconds"] - stats["add_seconds"]
-    stats["keys"] = len(trie)
-    stats["trie_bytes"] = trie.memory_usage()["total"]
-    stats["rss_growth_mb"] = rss_mb() - rss0
-    stats["peak_rss_mb"] = peak_rss_mb()
-    log(f"trie: {stats['triples']:,} triples -> {stats['keys']:,} keys in {stats['total_seconds']:.1f} s "
-        f"(tokenize+add {stats['add_seconds']:.1f} s, compile {stats['compile_seconds']:.1f} s); "
-        f"{stats['trie_bytes'] / 2**20:.1f} MiB compiled, process RSS +{stats['rss_growth_mb']:.0f} MB"
-        + (f"; {stats['too_long']} keys over {max_key_len} tokens skipped" if stats["too_long"] else "")
-        + (f"; {stats['bad_lines']} malformed lines skipped" if stats.get("bad_lines") else ""))
-    return trie, stats
 
 
 # ------------------------------------------------------------------------ model
@@ -255,6 +80,8 @@ def parse_args(argv=None):
     g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert", "roformer"],
                    help="the checkpoint's family; roformer: rotary positions (RoFormer, RoFormer-Sim)")
     g.add_argument("--scratch", action="store_true")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
     g = p.add_argument_group("data (read from the official files, never copied)")
     g.add_argument("--data-dir", help="folder with train.json, dev.json, test_public.json "
                    "(default: $KERASNLP_PLUS_SHARED_DATA/kgclue)")
@@ -283,7 +110,7 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--show", type=int, default=5)
     g.add_argument("--verbose", type=int, default=1)
-    common.add_strategy_args(p)
+    add_strategy_args(p)
     return p.parse_args(argv)
 
 
@@ -301,31 +128,33 @@ def resolve_paths(args):
 
 
 class QAEvaluator(keras.callbacks.Callback):
-    """Answer the validation questions after each epoch; keep the best weights by score."""
+    """Answer the validation questions after each epoch and put the scores into the
+    epoch logs (for ``BestWeights``); ``predictions`` holds the last epoch's answers."""
 
-    def __init__(self, answer_fn, records, args, log=print):
+    def __init__(self, answer_fn, records, args, log=print, write=True):
         super().__init__()
-        self.answer_fn, self.records, self.args, self.log = answer_fn, records, args, log
-        self.best, self.history = None, []
+        self.answer_fn, self.records, self.args, self.log, self.write = answer_fn, records, args, log, write
+        self.history, self.predictions = [], None
         self.output = pathlib.Path(args.output)
+
+    def write_predictions(self, *_):
+        write_predictions(self.output / "dev_predictions.json", self.records, self.predictions)
 
     def on_epoch_end(self, epoch, logs=None):
         timer = common.Timer()
-        preds = self.answer_fn([q for _, q, _ in self.records])
-        metrics = kgclue_metrics(preds, [a for _, _, a in self.records])
+        self.predictions = self.answer_fn([q for _, q, _ in self.records])
+        metrics = kgclue_metrics(self.predictions, [a for _, _, a in self.records])
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}, **metrics,
                   "decode_seconds": timer()}
-        improved = self.best is None or metrics["score"] > self.best["score"]
-        if improved:
-            self.best = record
-            common.save_weights_atomic(self.model, self.output / "best.weights.h5")
-            write_predictions(self.output / "dev_predictions.json", self.records, preds)
+        if logs is not None:
+            logs.update(metrics)  # for BestWeights
         self.history.append(record)
-        common.append_jsonl(self.output / "metrics.jsonl", record)
+        if self.write:
+            common.append_jsonl(self.output / "metrics.jsonl", record)
         self.log(f"\nepoch {epoch + 1}: dev score {metrics['score']:.2f} (EM_O {metrics['EM_O']:.2f}, "
-                 f"F1_O {metrics['F1_O']:.2f}, EM_All {metrics['EM_All']:.2f}) on {len(preds)} questions, "
-                 f"{record['decode_seconds']:.1f} s" + ("  * best, weights saved" if improved else ""))
-        for (_, q, a), pr in list(zip(self.records, preds))[: self.args.show]:
+                 f"F1_O {metrics['F1_O']:.2f}, EM_All {metrics['EM_All']:.2f}) on {len(self.predictions)} "
+                 f"questions, {record['decode_seconds']:.1f} s")
+        for (_, q, a), pr in list(zip(self.records, self.predictions))[: self.args.show]:
             self.log(f"  Q: {q}\n  gold: {' ||| '.join(a)}\n  pred: {' ||| '.join(pr)}")
 
 
@@ -340,8 +169,10 @@ def main(args=None, log=print):
     if args is None or isinstance(args, list):
         args = parse_args(args)
     timer = common.Timer()
-    strategy = common.select_strategy(args, log)  # before any TF op
-    common.set_seed(args.seed)
+    strategy = strategy_from_args(args, log)  # before any TF op
+    check_global_batch(args.batch_size, strategy)
+    chief = worker_role(strategy)[2]  # only the chief writes (several machines)
+    keras.utils.set_random_seed(args.seed)
     data_dir, kb_path = resolve_paths(args)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -354,7 +185,8 @@ def main(args=None, log=print):
     log(f"data: {len(train)} train / {len(valid)} dev / {len(test)} test_public questions from {data_dir}")
 
     with strategy.scope():
-        model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+        model, tokenizer, source = seq2seq.load_model_and_tokenizer(
+            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log)
     check_sequence_length(model, args.max_question_len + args.max_key_len, "--max-question-len + --max-key-len =")
     keys = KeyEncoder(tokenizer)
     trie, trie_stats = build_kb_trie(kb_path, keys, args.max_key_len, args.limit_kb,
@@ -362,7 +194,7 @@ def main(args=None, log=print):
 
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     with strategy.scope():
-        common.compile_unilm(model, lr, args.weight_decay)
+        seq2seq.compile_unilm(model, lr, args.weight_decay)
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}; {model.count_params():,} parameters")
 
     def encode(records):
@@ -370,24 +202,26 @@ def main(args=None, log=print):
         a_ids = [k[: args.max_key_len] for k in keys.encode([a for _, _, a in records])]
         return [(q + a, [0] * len(q) + [1] * len(a)) for q, a in zip(q_ids, a_ids)]
 
-    train_ds = common.unilm_dataset(encode(train), args.batch_size, shuffle=True, seed=args.seed)
-    valid_ds = common.unilm_dataset(encode(valid), args.batch_size)
-    decoder = common.Decoder(model, end_id=keys.sep, maxlen=args.max_key_len, batch_size=args.decode_batch_size)
+    # Global batches, the same for any number of replicas (see kerasnlp_plus.tasks.seq2seq).
+    train_encoded = encode(train)
+    train_ds = seq2seq.unilm_dataset(train_encoded, args.batch_size, shuffle=True, seed=args.seed, repeat=True)
+    valid_ds = seq2seq.unilm_dataset(encode(valid), args.batch_size)
+    decoder = Generator(model, end_id=keys.sep, maxlen=args.max_key_len)
 
     def answer(questions):
         """``(S, P, O)`` per question: trie-constrained decoding, then Trie.get."""
         from tqdm import tqdm
 
         sources = [ids for ids, _ in tokenizer.encode_batch(list(questions), maxlen=args.max_question_len)]
-        node_scores_fn = None
-        if args.lookahead:
-            from kerasnlp_plus.generation.lookahead import coverage_scores
+        from kerasnlp_plus.generation.lookahead import coverage_scores
 
-            def node_scores_fn(batch):
-                return coverage_scores(trie, batch, weight=args.lookahead)
+        def lookahead_scores(batch):  # per-node look-ahead scores of a batch's questions
+            return coverage_scores(trie, batch, weight=args.lookahead)
 
-        outs = decoder.decode(sources, topk=args.beam, trie=trie, min_ends=3, progress=lambda b: tqdm(
-            b, desc="answering", leave=False, disable=not args.verbose), node_scores_fn=node_scores_fn)
+        outs = decoder.beam_search_many(
+            sources, topk=args.beam, batch_size=args.decode_batch_size, trie=trie, min_ends=3,
+            node_scores=lookahead_scores if args.lookahead else None,
+            progress=lambda b: tqdm(b, desc="answering", leave=False, disable=not args.verbose))
         preds = []
         for out in outs:
             if out and out[-1] != keys.sep and out.count(keys.sep) == 2:
@@ -398,14 +232,18 @@ def main(args=None, log=print):
 
     if args.load_weights:
         return evaluate_only(args, model, answer, valid, test, output, timer, log)
-    evaluator = QAEvaluator(answer, valid, args, log=log)
-    batch_losses = common.BatchLossHistory()
+    evaluator = QAEvaluator(answer, valid, args, log=log, write=chief)
+    best_weights = BestWeights(output / "best.weights.h5", "score", model=model, write=chief, log=log,
+                               on_improve=evaluator.write_predictions)
+    batch_losses = BatchLossHistory()
     valid_loss_before = float(model.evaluate(valid_ds, verbose=0))
     log(f"dev loss before training: {valid_loss_before:.4f}")
     fit_timer = common.Timer()
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=args.epochs, shuffle=False,
-                        callbacks=[batch_losses, evaluator], verbose=args.verbose)
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=args.epochs,
+                        steps_per_epoch=seq2seq.num_batches(train_encoded, args.batch_size), shuffle=False,
+                        callbacks=[batch_losses, evaluator, best_weights], verbose=args.verbose)
     fit_seconds = fit_timer()
+    best = evaluator.history[best_weights.best_epoch - 1]
 
     results = {
         "model_source": source, "lr": lr, "kb": str(kb_path), "trie": trie_stats, "beam": args.beam,
@@ -414,10 +252,11 @@ def main(args=None, log=print):
         "valid_loss_after": float(history.history["val_loss"][-1]),
         "train_loss": [float(x) for x in history.history["loss"]],
         "batch_losses": batch_losses.losses,
-        "epochs": evaluator.history, "best": evaluator.best, "fit_seconds": fit_seconds,
+        "replicas": strategy.num_replicas_in_sync,
+        "epochs": evaluator.history, "best": best, "fit_seconds": fit_seconds,
     }
-    if test or args.predict:
-        common.save_weights_atomic(model, output / "last.weights.h5")
+    if (test or args.predict) and chief:
+        save_weights(model, output / "last.weights.h5")
         model.load_weights(output / "best.weights.h5")
     if test:
         t = common.Timer()
@@ -432,8 +271,8 @@ def main(args=None, log=print):
         write_predictions(output / "kgclue_predict.json", subm, answer([q for _, q, _ in subm]))
         log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
     results["total_seconds"] = timer()
-    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
-    best = evaluator.best
+    if chief:
+        atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     log(f"\nbest epoch {best['epoch']}: dev score {best['score']:.2f}; dev loss {valid_loss_before:.3f} -> "
         f"{results['valid_loss_after']:.3f}; train+eval {fit_seconds:.0f} s, total {results['total_seconds']:.0f} s")
     if source == "scratch":

@@ -27,8 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "corpus" / "CLUECorpusSmall_sampled.txt"
+from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
+
+DEFAULT_CORPUS = shared_data_dir("corpus", "CLUECorpusSmall_sampled.txt")
 
 
 def parse_args(argv=None):
@@ -81,30 +82,14 @@ def windows(inputs, labels, weights, cls_id, sep_id, window=512):
     return tuple(sequence_padding(o).astype(np.float32 if k == 2 else np.int32) for k, o in enumerate(out))
 
 
-def masked_accuracy(model, inputs, labels, weights, batch_size):
-    correct = total = 0.0
-    for i in range(0, len(inputs), batch_size):
-        x = inputs[i:i + batch_size]
-        probs = model.predict_on_batch([x, np.zeros_like(x)])
-        w = weights[i:i + batch_size]
-        correct += float(((probs.argmax(-1) == labels[i:i + batch_size]) * w).sum())
-        total += float(w.sum())
-    return correct / max(total, 1.0)
-
-
-def find_config(folder):
-    for name in ("config.json", "bert_config.json"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"no config.json or bert_config.json in {folder}")
-
-
 def main(argv=None):
     args = parse_args(argv)
     import keras
 
     from kerasnlp_plus.models import build_transformer_model
+    from kerasnlp_plus.tasks.long_text import find_config, masked_lm_scores, with_trained_positions
     from kerasnlp_plus.tokenizers import Tokenizer
+    from kerasnlp_plus.utils import atomic_write_text
 
     if args.model_dir is None:
         from kerasnlp_plus.pretraining import demo_model_path
@@ -125,14 +110,7 @@ def main(argv=None):
         model = build_transformer_model(config, folder, with_mlm=True)
         if not args.trained_positions and not kwargs:
             return model
-        rows = args.trained_positions or model.max_position
-        short = build_transformer_model(config, None, with_mlm=True, max_position_embeddings=rows, **kwargs)
-        for layer in short.layers:
-            weights = model.get_layer(layer.name).get_weights()
-            if layer.name == "Embedding-Position":
-                weights = [weights[0][:rows]]
-            layer.set_weights(weights)
-        return short
+        return with_trained_positions(model, config, args.trained_positions or model.max_position, **kwargs)
 
     base = load()
     trained_positions = base.max_position
@@ -143,19 +121,19 @@ def main(argv=None):
     rng.shuffle(docs)
     streams = [np.array(tokenizer.encode(d)[0][1:-1]) for d in docs]
     held_out, train_streams = streams[: len(streams) // 5], streams[len(streams) // 5:]
-    special = {tokenizer._token_cls_id, tokenizer._token_sep_id, tokenizer._token_pad_id}
-    mask_id = tokenizer._token_mask_id
+    special = {tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id}
+    mask_id = tokenizer.mask_id
 
     results = []
     for length in args.lengths:
-        eval_seqs = pack(held_out, length, tokenizer._token_cls_id, tokenizer._token_sep_id)[: args.eval_sequences]
+        eval_seqs = pack(held_out, length, tokenizer.cls_id, tokenizer.sep_id)[: args.eval_sequences]
         x, y, w = mask_tokens(eval_seqs, rng, mask_id, special)
-        xw, yw, ww = windows(x, y, w, tokenizer._token_cls_id, tokenizer._token_sep_id, trained_positions)
-        truncated = masked_accuracy(base, xw, yw, ww, args.batch_size)
+        xw, yw, ww = windows(x, y, w, tokenizer.cls_id, tokenizer.sep_id, trained_positions)
+        truncated = masked_lm_scores(base, xw, yw, ww, args.batch_size)[0]
         long_model = load(hierarchical_position=args.alpha)
-        before = masked_accuracy(long_model, x, y, w, args.batch_size)
+        before = masked_lm_scores(long_model, x, y, w, args.batch_size)[0]
 
-        train_seqs = pack(train_streams, length, tokenizer._token_cls_id, tokenizer._token_sep_id)
+        train_seqs = pack(train_streams, length, tokenizer.cls_id, tokenizer.sep_id)
         start = time.time()
         long_model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=0.01),
                            loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -168,7 +146,7 @@ def main(argv=None):
                 yield (tx, np.zeros_like(tx)), ty, tw
 
         history = long_model.fit(batches(), steps_per_epoch=args.train_steps, epochs=1, verbose=2)
-        after = masked_accuracy(long_model, x, y, w, args.batch_size)
+        after = masked_lm_scores(long_model, x, y, w, args.batch_size)[0]
         row = dict(length=length, eval_sequences=len(x), masked_tokens=int(w.sum()),
                    truncated=truncated, hierarchical_before=before, hierarchical_after=after,
                    train_steps=args.train_steps, train_seconds=round(time.time() - start, 1),
@@ -185,7 +163,7 @@ def main(argv=None):
         print(f"| {r['length']} | {r['truncated']:.2%} | {r['hierarchical_before']:.2%} | "
               f"{r['hierarchical_after']:.2%} |")
     if args.output:
-        pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.output, json.dumps(results, indent=2))
     return results
 
 

@@ -33,17 +33,26 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import common  # noqa: E402
-from common import keras  # noqa: E402
+import keras  # noqa: E402
 
+import common  # noqa: E402  (examples/common.py: Timer, append_jsonl)
+from kerasnlp_plus.generation import Generator  # noqa: E402
 from kerasnlp_plus.generation.validation import check_sequence_length  # noqa: E402
+from kerasnlp_plus.pretraining.strategy import (  # noqa: E402
+    add_strategy_args,
+    check_global_batch,
+    strategy_from_args,
+    worker_role,
+)
+from kerasnlp_plus.tasks import seq2seq, titles  # noqa: E402
+from kerasnlp_plus.tasks.callbacks import BatchLossHistory, BestWeights  # noqa: E402
 from kerasnlp_plus.utils import atomic_write_text  # noqa: E402
 
-DATA_DIR = common.EXAMPLES_DIR / "data" / "csl"
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data" / "csl"
 DEFAULT_TRAIN = DATA_DIR / "train.tsv"
 DEFAULT_VALID = DATA_DIR / "valid.tsv"
 DEFAULT_LIMIT_VALID = 200  # with the embedded sample only
@@ -68,6 +77,8 @@ def parse_args(argv=None):
     g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
     g.add_argument("--scratch", action="store_true", help="train the tiny model from scratch "
                    "even when the demo model is installed")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
     g = p.add_argument_group("data (default: the CSL sample in examples/data/csl)")
     g.add_argument("--train", nargs="+", help="title<TAB>abstract TSV file(s)")
     g.add_argument("--valid", nargs="+", help="title<TAB>abstract TSV file(s)")
@@ -102,56 +113,60 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--show", type=int, default=5, help="generated titles to print per evaluation")
     g.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0 silent, 1 bar)")
-    common.add_strategy_args(p)
+    add_strategy_args(p)
     return p.parse_args(argv)
 
 
 class TitleEvaluator(keras.callbacks.Callback):
-    """Decode the validation set after each epoch, score it, keep the best weights."""
+    """Decode the validation set after each epoch and put its scores into the epoch
+    logs (for ``BestWeights``); ``predictions`` holds the last epoch's titles."""
 
-    def __init__(self, decoder, tokenizer, sources, pairs, args, log=print, net=None):
+    def __init__(self, decoder, tokenizer, sources, pairs, args, log=print, write=True):
         super().__init__()
-        self.net = net  # the model whose weights are saved (default: the one trained)
         self.decoder, self.tokenizer = decoder, tokenizer
-        self.sources, self.pairs, self.args, self.log = sources, pairs, args, log
-        self.best, self.history = None, []
+        self.sources, self.pairs, self.args, self.log, self.write = sources, pairs, args, log, write
+        self.history, self.predictions = [], None
         self.output = pathlib.Path(args.output)
 
     def evaluate(self):
         from tqdm import tqdm
 
         timer = common.Timer()
-        ids = self.decoder.decode(
-            self.sources, topk=self.args.beam, source_vocab=not self.args.free_vocab,
+        end_id = self.tokenizer.end_id
+        allowed_fn = None
+        if not self.args.free_vocab:  # copy constraint: only the abstract's own tokens (no [CLS]/[SEP]) and the end
+            allowed = [sorted(set(s[1:-1]) | {end_id}) for s in self.sources]
+            allowed_fn = lambda i, prefix: allowed[i]  # noqa: E731
+        ids = self.decoder.beam_search_many(
+            self.sources, topk=self.args.beam, batch_size=self.args.decode_batch_size,
+            prefix_allowed_tokens=allowed_fn,
             progress=lambda b: tqdm(b, desc="decoding", leave=False, disable=not self.args.verbose),
         )
         preds = [self.tokenizer.decode(x) for x in ids]
-        metrics = common.title_metrics(preds, [t for t, _ in self.pairs])
-        metrics["max_token_run"] = common.max_token_run(ids)
+        metrics = titles.title_metrics(preds, [t for t, _ in self.pairs])
+        metrics["max_token_run"] = titles.max_token_run(ids)
         metrics["decode_seconds"] = timer()
         return metrics, preds
 
+    def write_predictions(self, *_):
+        atomic_write_text(self.output / "valid_predictions.tsv",
+                          "".join(f"{t}\t{p}\n" for (t, _), p in zip(self.pairs, self.predictions)))
+
     def on_epoch_end(self, epoch, logs=None):
-        metrics, preds = self.evaluate()
+        metrics, self.predictions = self.evaluate()
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}, **metrics}
-        improved = self.best is None or metrics["rouge-l"] > self.best["rouge-l"]
-        if improved:
-            self.best = record
-            common.save_weights_atomic(self.net or self.model, self.output / "best.weights.h5")
-            atomic_write_text(
-                self.output / "valid_predictions.tsv",
-                "".join(f"{t}\t{p}\n" for (t, _), p in zip(self.pairs, preds)),
-            )
+        if logs is not None:
+            logs.update(metrics)  # for BestWeights
         self.history.append(record)
-        common.append_jsonl(self.output / "metrics.jsonl", record)
+        if self.write:
+            common.append_jsonl(self.output / "metrics.jsonl", record)
         self.log(
             f"\nepoch {epoch + 1}: valid Rouge-1 {metrics['rouge-1']:.2f}  Rouge-2 {metrics['rouge-2']:.2f}  "
             f"Rouge-L {metrics['rouge-l']:.2f}  BLEU {metrics['bleu']:.2f}  "
-            f"({len(preds)} titles, beam {self.args.beam}, longest token run {metrics['max_token_run']}, "
+            f"({len(self.predictions)} titles, beam {self.args.beam}, longest token run {metrics['max_token_run']}, "
             f"{metrics['decode_seconds']:.1f} s)"
-            + ("  * best, weights saved" if improved else f"  (best Rouge-L {self.best['rouge-l']:.2f})")
         )
-        for (title, _), pred in list(zip(self.pairs, preds))[: self.args.show]:
+        for (title, _), pred in list(zip(self.pairs, self.predictions))[: self.args.show]:
             self.log(f"  real: {title}\n  gen:  {pred}")
 
 
@@ -160,25 +175,30 @@ def main(args=None, log=print):
     if args is None or isinstance(args, list):
         args = parse_args(args)
     timer = common.Timer()
-    strategy = common.select_strategy(args, log)  # before any TF op
-    common.set_seed(args.seed)
+    strategy = strategy_from_args(args, log)  # before any TF op
+    check_global_batch(args.batch_size, strategy)
+    chief = worker_role(strategy)[2]  # only the chief writes (several machines)
+    keras.utils.set_random_seed(args.seed)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if (output / "metrics.jsonl").exists():
         os.unlink(output / "metrics.jsonl")
 
+    # ---- data
     limit_valid = args.limit_valid
     if args.valid is None and limit_valid is None:
         limit_valid = DEFAULT_LIMIT_VALID
     train_files = args.train or [DEFAULT_TRAIN]
     valid_files = args.valid or [DEFAULT_VALID]
-    train_pairs = common.read_title_tsv(train_files, args.limit_train)
-    valid_pairs = common.read_title_tsv(valid_files, limit_valid)
+    train_pairs = titles.read_title_tsv(train_files, args.limit_train)
+    valid_pairs = titles.read_title_tsv(valid_files, limit_valid)
     log(f"data: {len(train_pairs)} training pairs from {', '.join(map(str, train_files))}; "
         f"{len(valid_pairs)} validation pairs from {', '.join(map(str, valid_files))}")
 
+    # ---- model
     with strategy.scope():
-        model, tokenizer, source = common.load_model_and_tokenizer(args, application="unilm", log=log)
+        model, tokenizer, source = seq2seq.load_model_and_tokenizer(
+            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log)
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     if args.max_source_len is None:
         args.max_source_len = DEFAULT_MAX_SOURCE_LEN[source]
@@ -190,35 +210,39 @@ def main(args=None, log=print):
     # view shares model's weights, and model is what decodes and is saved.
     gather = not args.full_head
     with strategy.scope():
-        train_model = common.compile_unilm(
+        train_model = seq2seq.compile_unilm(
             model, lr, args.weight_decay, train_model=model.loss_positions_model() if gather else None
         )
     log(f"optimizer: {'AdamW' if args.weight_decay else 'Adam'} lr {lr:g}, {epochs} epoch(s); "
         f"{model.count_params():,} parameters; source <= {args.max_source_len} tokens; decoding: beam "
         f"{args.beam}, no repeated {args.no_repeat_ngram}-grams")
 
-    encode = lambda pairs: common.unilm_pairs(  # noqa: E731
-        tokenizer, [a for _, a in pairs], [t for t, _ in pairs], args.max_source_len, args.max_target_len
-    )
-    train_ds = common.unilm_dataset(encode(train_pairs), args.batch_size, shuffle=True, seed=args.seed,
-                                    gather_positions=gather)
-    valid_ds = common.unilm_dataset(encode(valid_pairs), args.batch_size, gather_positions=gather)
+    # ---- input pipeline: global batches, the same for any number of replicas
+    def encode(pairs):
+        return seq2seq.encode_pairs(tokenizer, [a for _, a in pairs], [t for t, _ in pairs],
+                                    args.max_source_len, args.max_target_len)
+
+    train_encoded = encode(train_pairs)
+    train_ds = seq2seq.unilm_dataset(train_encoded, args.batch_size, shuffle=True, seed=args.seed, repeat=True,
+                                     gather_positions=gather)
+    valid_ds = seq2seq.unilm_dataset(encode(valid_pairs), args.batch_size, gather_positions=gather)
     sources = [ids for ids, _ in tokenizer.encode_batch([a for _, a in valid_pairs], maxlen=args.max_source_len)]
 
-    decoder = common.Decoder(model, end_id=tokenizer.end_id, maxlen=args.max_target_len,
-                             batch_size=args.decode_batch_size, no_repeat_ngram_size=args.no_repeat_ngram)
-    evaluator = TitleEvaluator(decoder, tokenizer, sources, valid_pairs, args, log=log, net=model)
+    # ---- evaluation: decode the validation titles after each epoch, keep the best weights
+    decoder = Generator(model, end_id=tokenizer.end_id, maxlen=args.max_target_len,
+                        no_repeat_ngram_size=args.no_repeat_ngram)
+    evaluator = TitleEvaluator(decoder, tokenizer, sources, valid_pairs, args, log=log, write=chief)
+    best_weights = BestWeights(output / "best.weights.h5", "rouge-l", model=model, write=chief, log=log,
+                               on_improve=evaluator.write_predictions)
     copy_chars = args.copy_chars or max(1, round(sum(len(t) for t, _ in train_pairs) / len(train_pairs)))
-    copy = common.copy_baseline([a for _, a in valid_pairs], [t for t, _ in valid_pairs], copy_chars)
+    copy = titles.copy_baseline([a for _, a in valid_pairs], [t for t, _ in valid_pairs], copy_chars)
     log(f"copy baseline (first {copy_chars} characters of each abstract) on the {len(valid_pairs)} "
         f"validation pairs: Rouge-L {copy['rouge-l']:.2f}  BLEU {copy['bleu']:.2f}")
-    batch_losses = common.BatchLossHistory()
 
     if args.evaluate_only:
         model.load_weights(args.evaluate_only)
-        metrics, preds = evaluator.evaluate()
-        atomic_write_text(output / "valid_predictions.tsv",
-                          "".join(f"{t}\t{p}\n" for (t, _), p in zip(valid_pairs, preds)))
+        metrics, evaluator.predictions = evaluator.evaluate()
+        evaluator.write_predictions()
         results = {"weights": args.evaluate_only, "valid_pairs": len(valid_pairs), "beam": args.beam,
                    "no_repeat_ngram": args.no_repeat_ngram, "metrics": metrics,
                    "copy_baseline": {"chars": copy_chars, **copy}, "total_seconds": timer()}
@@ -229,13 +253,18 @@ def main(args=None, log=print):
             f"characters) Rouge-L {copy['rouge-l']:.2f}  BLEU {copy['bleu']:.2f}")
         return results
 
+    # ---- train
     valid_loss_before = float(train_model.evaluate(valid_ds, verbose=0))
     log(f"validation loss before training: {valid_loss_before:.4f}")
+    batch_losses = BatchLossHistory()
     fit_timer = common.Timer()
-    history = train_model.fit(train_ds, validation_data=valid_ds, epochs=epochs, shuffle=False,
-                        callbacks=[batch_losses, evaluator], verbose=args.verbose)
+    history = train_model.fit(train_ds, validation_data=valid_ds, epochs=epochs,
+                              steps_per_epoch=seq2seq.num_batches(train_encoded, args.batch_size),
+                              shuffle=False, callbacks=[batch_losses, evaluator, best_weights],
+                              verbose=args.verbose)
     fit_seconds = fit_timer()
 
+    best = evaluator.history[best_weights.best_epoch - 1]
     results = {
         "model_source": source,
         "lr": lr,
@@ -246,17 +275,18 @@ def main(args=None, log=print):
         "no_repeat_ngram": args.no_repeat_ngram,
         "copy_baseline": {"chars": copy_chars, **copy},
         "gather_positions": gather,
+        "replicas": strategy.num_replicas_in_sync,
         "valid_loss_before": valid_loss_before,
         "valid_loss_after": float(history.history["val_loss"][-1]),
         "train_loss": [float(x) for x in history.history["loss"]],
         "batch_losses": batch_losses.losses,
         "epochs": evaluator.history,
-        "best": evaluator.best,
+        "best": best,
         "fit_seconds": fit_seconds,
         "total_seconds": timer(),
     }
-    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
-    best = evaluator.best
+    if chief:
+        atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     log(f"\nbest epoch {best['epoch']}: Rouge-1 {best['rouge-1']:.2f}  Rouge-2 {best['rouge-2']:.2f}  "
         f"Rouge-L {best['rouge-l']:.2f}  BLEU {best['bleu']:.2f}; validation loss "
         f"{valid_loss_before:.3f} -> {results['valid_loss_after']:.3f}; "

@@ -24,7 +24,6 @@ import os
 import pathlib
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HELD_OUT = ["csl/csl_title_test.tsv", "csl/clge_csl/test.tsv", "lcsts/test.tsv"]

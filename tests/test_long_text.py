@@ -1,10 +1,14 @@
-"""Smoke test of examples/long_text_mlm.py on a tiny random model over the real vocab."""
+"""Smoke test of examples/long_text_mlm.py on a tiny random model over the real vocab
+(run as a user runs it: a fresh process)."""
+import json
 import math
+import os
 import pathlib
 import shutil
+import subprocess
 import sys
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_long_text_mlm_runs_and_hierarchical_is_exact_within_trained_length(tmp_path, shared_data):
@@ -16,15 +20,15 @@ def test_long_text_mlm_runs_and_hierarchical_is_exact_within_trained_length(tmp_
                                     with_mlm=True)
     save_huggingface(model, tmp_path)
     shutil.copy(shared_data / "vocab" / "vocab.txt", tmp_path / "vocab.txt")
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import long_text_mlm
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    results = long_text_mlm.main([
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([
+        sys.executable, str(REPO / "examples" / "long_text_mlm.py"),
         "--model-dir", str(tmp_path), "--corpus", str(shared_data / "corpus" / "CLUECorpusSmall_sampled.txt"),
         "--lengths", "64", "160", "--train-steps", "2", "--eval-sequences", "3", "--batch-size", "3",
-    ])
+        "--output", str(tmp_path / "results.json"),
+    ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
     assert [r["length"] for r in results] == [64, 160]
     for r in results:
         assert r["masked_tokens"] > 0 and math.isfinite(r["train_loss_last"])

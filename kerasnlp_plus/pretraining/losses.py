@@ -15,11 +15,12 @@ class _WeightOnlySparseCategoricalCrossentropy(keras.losses.SparseCategoricalCro
         return super().__call__(y_true, tf.identity(y_pred), sample_weight=sample_weight)
 
 
-def masked_lm_loss():
-    """Cross-entropy from logits, weighted per position. With the pipeline's
+def masked_lm_loss(from_logits=True):
+    """Cross-entropy from logits (``from_logits=False``: from probabilities, for a
+    ``with_mlm=True`` head), weighted per position. With the pipeline's
     normalized weights, Keras' default ``sum_over_batch_size`` reduction gives the mean
     over the scored positions of the global batch."""
-    return _WeightOnlySparseCategoricalCrossentropy(from_logits=True, name="mlm_loss")
+    return _WeightOnlySparseCategoricalCrossentropy(from_logits=from_logits, name="mlm_loss")
 
 
 def masked_accuracy():

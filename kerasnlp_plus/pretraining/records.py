@@ -56,6 +56,22 @@ def parse_spec(meta):
     return {k: tf.io.FixedLenFeature([meta["seq_len"]], tf.int64) for k in meta["features"]}
 
 
+def next_token_labels(tokens, segments=None):
+    """The ``lm`` / ``unilm`` labels: position ``t`` predicts token ``t+1`` (0 = not
+    scored; the last position predicts nothing). With ``segments`` (``unilm``) only
+    targets in segment 1 are scored, so the source and the padding never are.
+    Works on the last axis: one example or a padded batch.
+    """
+    import tensorflow as tf
+
+    pad = tf.zeros_like(tokens[..., :1])
+    nxt = tf.concat([tokens[..., 1:], pad], axis=-1)
+    if segments is not None:
+        nxt_seg = tf.concat([segments[..., 1:], pad], axis=-1)
+        nxt = tf.where(nxt_seg == 1, nxt, 0)
+    return nxt
+
+
 def example_transform(meta, seed=0, mask_rate=None):
     """The per-example function ``(index, serialized) -> (inputs, labels, weights)``
     of the input pipeline for the records described by ``meta`` (their meta JSON).
@@ -89,11 +105,7 @@ def example_transform(meta, seed=0, mask_rate=None):
                 )
             inputs = {"Input-Token": tokens, "Input-Segment": segments}
         elif task in ("lm", "unilm"):
-            nxt = tf.concat([tokens[1:], [0]], axis=0)
-            if task == "unilm":
-                nxt_seg = tf.concat([segments[1:], [0]], axis=0)
-                nxt = tf.where(nxt_seg == 1, nxt, 0)
-            labels = nxt
+            labels = next_token_labels(tokens, segments if task == "unilm" else None)
             inputs = {"Input-Token": tokens, "Input-Segment": segments}
         else:  # plm
             order = f["order"] if "order" in f else plm_order_tf(tokens, seed_pair)

@@ -100,3 +100,33 @@ class StartupWatchdog:
             self._proc.stdin.write(b"ok\n")
             self._proc.stdin.close()
             self._proc.wait()
+
+
+def add_strategy_args(parser):
+    """The device options of a fine-tuning script (``examples/``), with the selection
+    of :func:`select_strategy`: ``--replicas`` and ``--cluster-timeout``."""
+    g = parser.add_argument_group("devices (the strategy selection of pretraining/pretrain.py)")
+    g.add_argument("--replicas", type=int, default=None,
+                   help="N logical CPU replicas + MirroredStrategy (testing on a CPU). Default: all local "
+                        "GPUs (MirroredStrategy), or the cluster of TF_CONFIG (MultiWorkerMirroredStrategy)")
+    g.add_argument("--cluster-timeout", type=float, default=300,
+                   help="with TF_CONFIG: seconds an all-reduce waits for a dead or unreachable worker")
+    return g
+
+
+def strategy_from_args(args, log=print):
+    """:func:`select_strategy` for the options of :func:`add_strategy_args`; logs the
+    choice when there is more than one replica. Call it before any other TF op."""
+    strategy, kind = select_strategy(replicas=getattr(args, "replicas", None),
+                                     collective_timeout=getattr(args, "cluster_timeout", None))
+    if strategy.num_replicas_in_sync > 1:
+        log(f"strategy: {kind} ({strategy.num_replicas_in_sync} replicas; --batch-size is the global batch)")
+    return strategy
+
+
+def check_global_batch(batch_size, strategy):
+    """Refuse a global batch that does not split evenly over the replicas (each
+    replica must get the same number of rows for N replicas to train like one)."""
+    replicas = strategy.num_replicas_in_sync
+    if int(batch_size) % replicas:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas")
