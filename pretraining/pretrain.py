@@ -54,7 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--replicas", type=int, default=None, help="logical CPU replicas (testing)")
     p.add_argument("--config", default=None, help="bert_config.json / config.json")
     p.add_argument("--init-checkpoint", default=None, help="Google or HF checkpoint to start from")
-    p.add_argument("--model", default="bert", choices=["bert", "roberta", "albert", "roformer"])
+    p.add_argument("--family", "--model", dest="family", default="bert",
+                   choices=["bert", "roberta", "albert", "roformer"],
+                   help="the architecture (--model: bert4keras' name for it)")
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--num-heads", type=int, default=4)
@@ -139,13 +141,13 @@ def main(argv=None):
 def _run(args, strategy, policy, run_pretraining):
     size = None
     if args.config is None:
-        size = dict(hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
-                    num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
-                    max_position_embeddings=args.max_position)
+        # TransformerConfig field names: the config object alone knows the file's keys
+        size = dict(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
+                    intermediate_size=args.intermediate_size, max_position=args.max_position)
     _, summary = run_pretraining(
         args.data, args.output, strategy, steps=args.steps, batch_size=args.batch_size,
         checkpoint_every=args.checkpoint_every, config_path=args.config,
-        init_checkpoint=args.init_checkpoint, model=args.model, size=size, dropout_rate=args.dropout,
+        init_checkpoint=args.init_checkpoint, family=args.family, size=size, dropout_rate=args.dropout,
         optimizer=args.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, global_clipnorm=args.clipnorm,
         gradient_accumulation_steps=args.grad_accum, epsilon=args.adam_epsilon, mixed_precision=policy, seed=args.seed,

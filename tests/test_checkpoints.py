@@ -118,6 +118,21 @@ def test_keras_file_round_trip_in_fresh_process(tiny_bert, tmp_path):
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
 
 
+def test_keras_file_saved_before_the_residual_dropout_rename_loads():
+    """``TransformerBlock.attention_dropout`` (the residual dropout after attention) is
+    now ``attention_residual_dropout``. The file was saved at commit f79a430, before the
+    rename (2 layers, hidden_dropout_prob=0.2, with_mlm='linear'), with the MLM logits
+    for the input below."""
+    import keras
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    m = keras.models.load_model(os.path.join(data, "transformer_before_residual_dropout_rename.keras"))
+    ids = np.array([[2, 5, 7, 9, 3, 0]], np.int32)
+    expected = np.load(os.path.join(data, "transformer_before_residual_dropout_rename.npy"))
+    np.testing.assert_array_equal(m.predict([ids, np.zeros_like(ids)], verbose=0), expected)
+    assert [block.attention_residual_dropout.rate for block in m.transformer_blocks] == [0.2, 0.2]
+
+
 def test_huggingface_round_trip_and_transformers_reads_it(tiny_bert, tmp_path):
     import torch
     import transformers

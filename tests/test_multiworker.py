@@ -12,21 +12,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
+import pretraining_runs
+from pretraining_runs import MODEL_ARGS, corpus_records, state_weights
 
-from kerasnlp_plus.pretraining.preparation import prepare
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRETRAIN = os.path.join(REPO, "pretraining", "pretrain.py")
 STEPS = 4
 ARGS = [
-    "--hidden-size", "32", "--num-layers", "2", "--num-heads", "2", "--intermediate-size", "64",
-    "--max-position", "64", "--steps", str(STEPS), "--checkpoint-every", "2", "--batch-size", "8",
+    *MODEL_ARGS, "--steps", str(STEPS), "--checkpoint-every", "2", "--batch-size", "8",
     "--learning-rate", "1e-3", "--warmup-steps", "2", "--shuffle-buffer", "64", "--seed", "7",
     "--deterministic", "--verbose", "0",
     # Dropout draws differ with the per-replica batch shape, and Keras clips each
@@ -34,8 +29,6 @@ ARGS = [
     "--dropout", "0", "--clipnorm", "0",
     "--cluster-timeout", "60",
 ]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=REPO)
-ENV.pop("TF_CONFIG", None)
 
 
 def free_ports(n):
@@ -57,13 +50,13 @@ class Cluster:
         self.procs, self.logs = [], []
         for i in range(workers if started is None else started):
             os.makedirs(tmp / f"tmp{i}", exist_ok=True)
-            env = dict(ENV, TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": "worker", "index": i}}),
+            env = dict(TF_CONFIG=json.dumps({"cluster": spec, "task": {"type": "worker", "index": i}}),
                        TMPDIR=str(tmp / f"tmp{i}"), **(extra_env or {}))
             log = open(tmp / f"worker{i}.log", "w+")
             self.logs.append(log)
-            self.procs.append(subprocess.Popen(
-                [sys.executable, PRETRAIN, "--data", str(out.parent / "data"), "--output", str(out), *args],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            self.procs.append(pretraining_runs.launch(
+                *args, data=out.parent / "data", out=out, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True))
 
     def wait(self, timeout):
         deadline = time.time() + timeout
@@ -85,15 +78,8 @@ class Cluster:
             log.close()
 
 
-def h5_arrays(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def final_weights(run):
-    return h5_arrays(run / "backup" / f"step-{STEPS:09d}" / "model.weights.h5")
+    return state_weights(run, STEPS)
 
 
 def assert_close_weights(a, b):
@@ -104,25 +90,14 @@ def assert_close_weights(a, b):
 
 @pytest.fixture(scope="module")
 def root(shared_data, vocab_path, tmp_path_factory):
-    lines = []
-    with open(shared_data / "corpus" / "CLUECorpusSmall_sampled.txt", encoding="utf-8") as f:
-        for line in f:
-            lines.append(line.strip()[:400])
-            if len(lines) == 60:
-                break
-    root = tmp_path_factory.mktemp("multiworker")
-    (root / "docs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    prepare([str(root / "docs.txt")], str(root / "data"), str(vocab_path), task="mlm", seq_len=32,
-            simplified_vocab=True, dynamic_masking=True, docs_per_shard=20, progress=False)
-    return root
+    return corpus_records(shared_data, vocab_path, tmp_path_factory.mktemp("multiworker"), docs_per_shard=20)
 
 
 @pytest.fixture(scope="module")
 def runs(root):
     """The two-worker run and the single-process run, side by side."""
-    single = subprocess.Popen([sys.executable, PRETRAIN, "--data", str(root / "data"), "--output",
-                               str(root / "single"), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=ENV)
+    single = pretraining_runs.launch(*ARGS, data=root / "data", out=root / "single", stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
     cluster = Cluster(root / "cluster", root / "c1", extra_env={"KERASNLP_PLUS_LOG_DATA_SHARE": "1"})
     try:
         codes = cluster.wait(400)

@@ -10,34 +10,24 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
+import pretraining_runs
+from pretraining_runs import ENV, MODEL_ARGS, corpus_records, h5_arrays, pretrain_command, state_weights
 
 from kerasnlp_plus.pretraining.preparation import prepare
 from kerasnlp_plus.pretraining.state import STATE_NAME, WEIGHTS_NAME, StateError, check_run_options, find_state
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRETRAIN = os.path.join(REPO, "pretraining", "pretrain.py")
 # The default dropout (0.1) on purpose: exact resume must hold with it.
 ARGS = [
-    "--hidden-size", "32", "--num-layers", "2", "--num-heads", "2", "--intermediate-size", "64",
-    "--max-position", "64", "--steps", "6", "--checkpoint-every", "2", "--batch-size", "8",
+    *MODEL_ARGS, "--steps", "6", "--checkpoint-every", "2", "--batch-size", "8",
     "--learning-rate", "1e-3", "--warmup-steps", "2", "--shuffle-buffer", "64", "--seed", "7",
     "--deterministic", "--verbose", "0",
 ]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=REPO)
-
-
-def h5_arrays(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 def final_weights(run_dir, step=6):
-    return h5_arrays(os.path.join(run_dir, "backup", f"step-{step:09d}", WEIGHTS_NAME))
+    return state_weights(run_dir, step)
 
 
 def assert_same_weights(a, b):
@@ -47,24 +37,12 @@ def assert_same_weights(a, b):
 
 
 def cli(*args, data=None, out=None, timeout=300):
-    cmd = [sys.executable, PRETRAIN, *([] if data is None else ["--data", str(data)]),
-           *([] if out is None else ["--output", str(out)]), *ARGS, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    return pretraining_runs.run(*ARGS, *args, data=data, out=out, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def data(shared_data, vocab_path, tmp_path_factory):
-    lines = []
-    with open(shared_data / "corpus" / "CLUECorpusSmall_sampled.txt", encoding="utf-8") as f:
-        for line in f:
-            lines.append(line.strip()[:400])
-            if len(lines) == 60:
-                break
-    root = tmp_path_factory.mktemp("faults")
-    (root / "docs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    prepare([str(root / "docs.txt")], str(root / "data"), str(vocab_path), task="mlm", seq_len=32,
-            simplified_vocab=True, dynamic_masking=True, docs_per_shard=20, progress=False)
-    return root
+    return corpus_records(shared_data, vocab_path, tmp_path_factory.mktemp("faults"), docs_per_shard=20)
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +129,8 @@ def test_kill_at_a_random_instant_then_resume_equals_uninterrupted(data, referen
     """A real run SIGKILLed at a random instant after its first save (default dropout),
     then the same command: the final state equals the uninterrupted run's exactly."""
     out = data / "killed"
-    cmd = [sys.executable, PRETRAIN, "--data", str(data / "data"), "--output", str(out), *ARGS]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = pretraining_runs.launch(*ARGS, data=data / "data", out=out, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while not (out / "backup" / "step-000000002").exists():
@@ -179,7 +157,7 @@ def test_disk_full_exits_cleanly_and_resumes_after_space_is_freed(data, referenc
         pytest.fail("this test needs `unshare -m` (root or user namespaces) to mount a small tmpfs")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    argv = " ".join([sys.executable, PRETRAIN, "--data", str(data / "data"), "--output", f"{mnt}/run", *ARGS])
+    argv = " ".join(pretrain_command(*ARGS, data=data / "data", out=f"{mnt}/run"))
     script = f"""
 mount -t tmpfs -o size=20m tmpfs {mnt} || exit 99
 {argv} > {tmp_path}/full.out 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc

@@ -4,19 +4,17 @@ an uninterrupted one, and the exported checkpoints reload with the same logits."
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+import pretraining_runs
+from pretraining_runs import MODEL_ARGS, corpus_records, run
 
 from kerasnlp_plus.pretraining.preparation import prepare
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRETRAIN = os.path.join(REPO, "pretraining", "pretrain.py")
 STEPS, EVERY = 6, 2
 ARGS = [
-    "--hidden-size", "32", "--num-layers", "2", "--num-heads", "2", "--intermediate-size", "64",
-    "--max-position", "64", "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--batch-size", "8",
+    *MODEL_ARGS, "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--batch-size", "8",
     "--learning-rate", "1e-3", "--warmup-steps", "2", "--dropout", "0", "--shuffle-buffer", "64",
     "--seed", "7", "--deterministic", "--verbose", "0",
     # No clipping: Keras applies global_clipnorm to each replica's share of the
@@ -28,25 +26,12 @@ ARGS = [
 @pytest.fixture(scope="module")
 def data_dir(shared_data, vocab_path, tmp_path_factory):
     """Dynamic-masking MLM records (seq 32) from 60 real news documents."""
-    lines = []
-    with open(shared_data / "corpus" / "CLUECorpusSmall_sampled.txt", encoding="utf-8") as f:
-        for line in f:
-            lines.append(line.strip()[:400])
-            if len(lines) == 60:
-                break
-    root = tmp_path_factory.mktemp("pretrain")
-    (root / "docs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    prepare([str(root / "docs.txt")], str(root / "data"), str(vocab_path), task="mlm", seq_len=32,
-            simplified_vocab=True, dynamic_masking=True, eval_fraction=0.05, progress=False)
-    return root
+    return corpus_records(shared_data, vocab_path, tmp_path_factory.mktemp("pretrain"), eval_fraction=0.05)
 
 
 def launch(data, out, *extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen(
-        [sys.executable, PRETRAIN, "--data", str(data), "--output", str(out), *ARGS, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
+    return pretraining_runs.launch(*ARGS, *extra, data=data, out=out, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
 
 
 def finish(proc, expect_rc=0):
@@ -153,12 +138,7 @@ def test_plm_with_lamb_and_gradient_accumulation(shared_data, vocab_path, tmp_pa
             simplified_vocab=True, progress=False)
     args = [a for a in ARGS]
     args[args.index("--steps") + 1] = "4"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, PRETRAIN, "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), *args,
-         "--optimizer", "lamb", "--grad-accum", "2"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    proc = run(*args, "--optimizer", "lamb", "--grad-accum", "2", data=tmp_path / "data", out=tmp_path / "run")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     s = summary(tmp_path / "run")
     assert (s["steps"], s["optimizer_updates"]) == (4, 2)

@@ -30,7 +30,7 @@ from test_generation import (  # noqa: F401  (fixtures: tokenizer, abstracts, so
     tiny_model,
     tokenizer,
 )
-from test_masks import rng_tokens, run, sharpen
+from tiny_transformer import rng_tokens, run, sharpen
 from test_numerics import batch, visible_mask  # noqa: F401  (batch is a fixture)
 
 from kerasnlp_plus import masks

@@ -1,7 +1,6 @@
 """Google TF checkpoints (``bert_model.ckpt``): read with ``tf.train.load_checkpoint``,
 written with ``tf.raw_ops.SaveV2`` so bert4keras-era tools and TF 1.x read them."""
 import glob
-import json
 import os
 import tempfile
 
@@ -10,6 +9,7 @@ import numpy as np
 from kerasnlp_plus.checkpoints.common import assign_entries
 from kerasnlp_plus.utils import atomic_write_bytes
 from kerasnlp_plus.checkpoints.mapping import google_entries, google_layout
+from kerasnlp_plus.models.config import TransformerConfig
 
 
 def resolve_checkpoint_prefix(path):
@@ -83,29 +83,6 @@ def load_google_checkpoint(model, path, keep_tokens=None):
     assign_entries(google_entries(model), get_tensor, names, prefix, keep_tokens=keep_tokens)
 
 
-def google_config(model):
-    """The ``bert_config.json`` / ``albert_config.json`` content describing ``model``."""
-    config = {
-        "vocab_size": model.vocab_size,
-        "hidden_size": model.hidden_size,
-        "num_hidden_layers": model.num_layers,
-        "num_attention_heads": model.num_heads,
-        "intermediate_size": model.intermediate_size,
-        "hidden_act": model.hidden_act,
-        "hidden_dropout_prob": model.dropout_rate,
-        "attention_probs_dropout_prob": model.attention_dropout_rate,
-        "max_position_embeddings": model.max_position,
-        "type_vocab_size": model.type_vocab_size,
-        "initializer_range": model.initializer_range,
-        "layer_norm_eps": model.layer_norm_epsilon,
-    }
-    if model.family.startswith("albert"):
-        config.update(embedding_size=model.embedding_size, num_hidden_groups=1, inner_group_num=1)
-    if model.family == "albert_brightmart":
-        config["ln_type"] = "postln"  # brightmart's marker, which the builder recognises
-    return config
-
-
 def save_google_checkpoint(model, prefix, config_name=None):
     """Write ``model``'s weights as a Google-format checkpoint at ``prefix``.
 
@@ -140,8 +117,7 @@ def save_google_checkpoint(model, prefix, config_name=None):
     state = f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n'
     atomic_write_bytes(os.path.join(folder, "checkpoint"), state.encode())
     config_name = config_name or ("albert_config.json" if model.family.startswith("albert") else "bert_config.json")
-    atomic_write_bytes(os.path.join(folder, config_name),
-                       json.dumps(google_config(model), indent=2, ensure_ascii=False).encode())
+    TransformerConfig.from_model(model).write(os.path.join(folder, config_name), format="google")
     return prefix
 
 

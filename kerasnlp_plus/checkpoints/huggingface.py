@@ -8,6 +8,7 @@ import numpy as np
 from kerasnlp_plus.checkpoints.common import assign_entries
 from kerasnlp_plus.utils import atomic_write_bytes
 from kerasnlp_plus.checkpoints.mapping import hf_entries
+from kerasnlp_plus.models.config import TransformerConfig, huggingface_model_type
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -131,32 +132,6 @@ def load_huggingface_weights(model, path, keep_tokens=None, layout=None):
                    keep_tokens=keep_tokens, aliases=_aliases(layout))
 
 
-def huggingface_config(model, layout):
-    config = {
-        "architectures": [{"bert": "BertForPreTraining", "roberta": "RobertaForMaskedLM",
-                           "albert": "AlbertForPreTraining", "roformer": "RoFormerForMaskedLM"}[layout]],
-        "model_type": layout,
-        "vocab_size": model.vocab_size,
-        "hidden_size": model.hidden_size,
-        "num_hidden_layers": model.num_layers,
-        "num_attention_heads": model.num_heads,
-        "intermediate_size": model.intermediate_size,
-        "hidden_act": model.hidden_act,
-        "hidden_dropout_prob": model.dropout_rate,
-        "attention_probs_dropout_prob": model.attention_dropout_rate,
-        "max_position_embeddings": model.max_position + (2 if layout == "roberta" else 0),
-        "type_vocab_size": model.type_vocab_size,
-        "initializer_range": model.initializer_range,
-        "layer_norm_eps": model.layer_norm_epsilon,
-        "pad_token_id": 1 if layout == "roberta" else 0,
-    }
-    if layout == "albert":
-        config.update(embedding_size=model.embedding_size, num_hidden_groups=1, inner_group_num=1)
-    if layout == "roformer":
-        config.update(embedding_size=model.embedding_size, rotary_value=False)
-    return config
-
-
 def roformer_sinusoid_table(num_positions, head_size):
     """transformers' ``roformer.encoder.embed_positions.weight``: sin of every
     frequency in the first half, cos in the second (a fixed buffer; written so that the
@@ -174,9 +149,7 @@ def save_huggingface(model, folder, layout=None, dtype=None):
     ``dtype='float16'`` halves the file (loading casts back to the model's dtype)."""
     from safetensors.numpy import save
 
-    layout = layout or ("albert" if model.family.startswith("albert") else
-                        "roformer" if model.family == "roformer" else
-                        "roberta" if model.family == "roberta" else "bert")
+    layout = layout or huggingface_model_type(model.family)
     entries = hf_entries(model, layout)
     tensors = {e.name: np.ascontiguousarray(e.to_checkpoint(np.asarray(e.variable.numpy()))) for e in entries}
     if layout == "roformer":
@@ -186,6 +159,6 @@ def save_huggingface(model, folder, layout=None, dtype=None):
         tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     os.makedirs(folder, exist_ok=True)
     atomic_write_bytes(os.path.join(folder, "model.safetensors"), save(tensors, metadata={"format": "pt"}))
-    atomic_write_bytes(os.path.join(folder, "config.json"),
-                       json.dumps(huggingface_config(model, layout), indent=2).encode())
+    TransformerConfig.from_model(model).write(os.path.join(folder, "config.json"), format="huggingface",
+                                              layout=layout)
     return folder

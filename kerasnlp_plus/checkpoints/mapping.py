@@ -9,8 +9,10 @@ import dataclasses
 
 import numpy as np
 
+from kerasnlp_plus.models.config import HF_MODEL_TYPES
+
 GOOGLE_LAYOUTS = ("bert", "albert", "albert_brightmart")
-HF_LAYOUTS = ("bert", "roberta", "albert", "roformer")
+HF_LAYOUTS = tuple(HF_MODEL_TYPES)
 
 
 @dataclasses.dataclass

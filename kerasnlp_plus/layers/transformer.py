@@ -77,7 +77,11 @@ class TransformerBlock(keras.layers.Layer):
             dtype=policy,
             name="attention",
         )
-        self.attention_dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy)
+        # Dropout on the attention branch before the residual add (``dropout_rate``); the
+        # attention probabilities' dropout (``attention_dropout_rate``) is inside
+        # ``self.attention``. The attribute was ``attention_dropout`` until it was renamed
+        # for that reason: it holds no variables, so older .keras files still load.
+        self.attention_residual_dropout = keras.layers.Dropout(self.dropout_rate, dtype=policy)
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm"
         )
@@ -130,7 +134,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         if cache is not None:
             attended, cache = attended
-        x = self.attention_norm(x + self.attention_dropout(attended, training=training))
+        x = self.attention_norm(x + self.attention_residual_dropout(attended, training=training))
         ffn = self.output_dense(self.intermediate_dense(x))
         x = self.output_norm(x + self.output_dropout(ffn, training=training))
         return x if cache is None else (x, cache)

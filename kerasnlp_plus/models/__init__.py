@@ -1,6 +1,7 @@
-"""Model building: ``build_transformer_model`` and the :class:`Transformer` it returns."""
-from kerasnlp_plus.models.builder import MODELS, build_transformer_model
-from kerasnlp_plus.models.config import read_config
-from kerasnlp_plus.models.transformer import FAMILIES, Transformer
+"""Model building: ``build_transformer_model``, the :class:`Transformer` it returns and
+the :class:`TransformerConfig` it reads."""
+from kerasnlp_plus.models.builder import build_transformer_model
+from kerasnlp_plus.models.config import FAMILIES, TransformerConfig
+from kerasnlp_plus.models.transformer import Transformer
 
-__all__ = ["FAMILIES", "MODELS", "Transformer", "build_transformer_model", "read_config"]
+__all__ = ["FAMILIES", "Transformer", "TransformerConfig", "build_transformer_model"]

@@ -1,26 +1,13 @@
 """``build_transformer_model``: the bert4keras entry point."""
 import os
 
-from kerasnlp_plus.models.config import read_config
+from kerasnlp_plus.models.config import FAMILIES, TransformerConfig
 from kerasnlp_plus.models.transformer import Transformer
 
-MODELS = ("bert", "roberta", "albert", "albert_brightmart", "roformer")
 
-# Transformer arguments a caller may override by keyword (bert4keras spellings too).
-OVERRIDE_ALIASES = {
-    "max_position_embeddings": "max_position",
-    "hidden_dropout_prob": "dropout_rate",
-    "attention_probs_dropout_prob": "attention_dropout_rate",
-    "num_hidden_layers": "num_layers",
-    "num_attention_heads": "num_heads",
-    "layer_norm_eps": "layer_norm_epsilon",
-    "segment_vocab_size": "type_vocab_size",
-}
-
-
-def _albert_family(raw_config, checkpoint_path, naming):
+def _albert_family(config, checkpoint_path, naming):
     """Google or brightmart ALBERT: by explicit ``naming``, else the checkpoint's variable
-    names, else brightmart's config marker (``ln_type``)."""
+    names, else what the config file says (brightmart's marker)."""
     if naming in ("google", "brightmart"):
         return "albert" if naming == "google" else "albert_brightmart"
     if checkpoint_path is not None:
@@ -29,7 +16,7 @@ def _albert_family(raw_config, checkpoint_path, naming):
 
         if not is_huggingface_checkpoint(checkpoint_path):
             return detect_albert_layout(checkpoint_variable_names(checkpoint_path))
-    return "albert_brightmart" if "ln_type" in raw_config else "albert"
+    return "albert_brightmart" if config is not None and config.family == "albert_brightmart" else "albert"
 
 
 def build_transformer_model(
@@ -54,9 +41,12 @@ def build_transformer_model(
             Hugging Face folder.
         checkpoint_path: Google TF checkpoint prefix or folder; Hugging Face folder,
             ``model.safetensors`` or ``pytorch_model.bin``. ``None``: random weights.
-        model: ``'bert'``, ``'roberta'``, ``'albert'`` (Google and brightmart naming
-            are told apart from the checkpoint; ``'albert_brightmart'`` forces the latter)
-            or ``'roformer'`` (rotary positions in every layer, no position table).
+        model: the architecture (bert4keras' keyword; the package calls it the
+            ``family``, see :data:`~kerasnlp_plus.models.config.FAMILIES`): ``'bert'``,
+            ``'roberta'``, ``'albert'`` (Google and brightmart naming are told apart from
+            the checkpoint; ``'albert_brightmart'`` forces the latter) or ``'roformer'``
+            (rotary positions in every layer, no position table). A Hugging Face config
+            whose ``model_type`` is ``roberta`` or ``roformer`` turns ``'bert'`` into it.
         application: ``'encoder'``, ``'lm'``, ``'unilm'`` or ``'plm'``; ``'lm'`` and
             ``'unilm'`` imply ``with_mlm=True`` (as in bert4keras).
         with_pool, with_nsp: append the pooled [CLS] vector / NSP probabilities.
@@ -68,8 +58,10 @@ def build_transformer_model(
         return_keras_model: ``False`` returns a handle whose ``.model`` is the Keras
             model (bert4keras code reads ``bert.model``); other attributes pass through.
         **config_overrides: any :class:`Transformer` argument (``dropout_rate``,
-            ``max_position``, ``attention_scale='log_n'``, ``num_layers``, ...), or its
-            config.json spelling.
+            ``max_position``, ``attention_scale='log_n'``, ``num_layers``, ...); the
+            config's fields in either spelling (``hidden_dropout_prob=0.2`` as in
+            bert4keras, or ``dropout_rate=0.2``; see
+            :class:`~kerasnlp_plus.models.TransformerConfig`), applied over the file.
 
     >>> m = build_transformer_model(None, vocab_size=100, hidden_size=8, num_hidden_layers=1,
     ...                             num_attention_heads=2, intermediate_size=16, with_mlm=True)
@@ -79,39 +71,33 @@ def build_transformer_model(
     Outputs follow bert4keras: one -> it; two -> the second; more -> all but the first
     of ``[sequence, pooled?, nsp?, mlm?]`` (see :class:`Transformer`).
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; known: {MODELS}")
+    # ``model`` is bert4keras' keyword for the architecture; inside the package it is
+    # the ``family`` (``model`` names a model object everywhere else).
+    requested_family = model
+    if requested_family not in FAMILIES:
+        raise ValueError(f"unknown model {requested_family!r}; known: {FAMILIES}")
     if config_path is None and checkpoint_path is not None and os.path.isdir(os.fspath(checkpoint_path)):
         config_path = checkpoint_path
-    raw, kwargs = ({}, {}) if config_path is None else read_config(config_path)
-    for key, value in config_overrides.items():
-        kwargs[OVERRIDE_ALIASES.get(key, key)] = value
+    config_fields, transformer_args = TransformerConfig.split_overrides(config_overrides)
     if config_path is None:
-        missing = [k for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
-                   if k not in kwargs]
-        if missing:
-            raise ValueError(f"no config_path given and these config fields were not passed: {missing}")
-
-    if model.startswith("albert"):
-        family = "albert_brightmart" if model == "albert_brightmart" else _albert_family(
-            raw, checkpoint_path, albert_naming)
+        file_config = None
+        config = TransformerConfig.from_overrides(**config_fields)
     else:
-        family = model
-    if model == "bert" and raw.get("model_type") == "roberta":
-        family = "roberta"
-    if model == "bert" and raw.get("model_type") == "roformer":
-        family = "roformer"
-    if family == "roformer" and raw.get("rotary_value"):
-        raise ValueError(f"config {config_path}: rotary_value=true (rotating the values too) is not supported")
-    if model in ("bert", "roberta") and raw.get("model_type") == "albert":
+        file_config = TransformerConfig.from_json_file(config_path)
+        config = file_config.replace(**config_fields)
+    named = file_config.family if file_config is not None else None  # what the file says it is
+
+    if requested_family.startswith("albert"):
+        family = "albert_brightmart" if requested_family == "albert_brightmart" else _albert_family(
+            file_config, checkpoint_path, albert_naming)
+    else:
+        family = requested_family
+    if requested_family == "bert" and named in ("roberta", "roformer"):
+        family = named
+    if requested_family in ("bert", "roberta") and named == "albert":
         raise ValueError(f"config {config_path} is an ALBERT config (model_type 'albert'); use model='albert'")
-    if family == "roberta" and raw.get("model_type") == "roberta":
-        # HF RoBERTa counts padding_idx + 1 reserved rows in max_position_embeddings.
-        kwargs["max_position"] = kwargs.get("max_position", 514) - 2
-        kwargs.setdefault("type_vocab_size", raw.get("type_vocab_size", 1))
-        kwargs.setdefault("mask_token_id", raw.get("mask_token_id", 4))
     if keep_tokens is not None:
-        kwargs["vocab_size"] = len(keep_tokens)
+        config = config.replace(vocab_size=len(keep_tokens))
 
     transformer = Transformer(
         family=family,
@@ -120,7 +106,8 @@ def build_transformer_model(
         with_nsp=with_nsp,
         with_mlm=with_mlm,
         hierarchical_position=hierarchical_position,
-        **kwargs,
+        **config.transformer_kwargs(),
+        **transformer_args,
     )
     transformer.keep_tokens = None if keep_tokens is None else list(keep_tokens)
     if checkpoint_path is not None:

@@ -14,8 +14,7 @@ from kerasnlp_plus.layers import (
     TransformerBlock,
     get_activation,
 )
-
-FAMILIES = ("bert", "roberta", "albert", "albert_brightmart", "roformer")
+from kerasnlp_plus.models.config import FAMILIES
 
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")

@@ -8,9 +8,6 @@ A unit never straddles two examples unless it alone is longer than an example.
 Every token gets a word id (its unit's index within the example; ``-1`` for
 ``[CLS]``/``[SEP]``), which whole-word masking uses.
 """
-import logging
-
-logger = logging.getLogger("kerasnlp_plus.pretraining")
 
 
 def segment_words(text):
@@ -19,6 +16,13 @@ def segment_words(text):
     import jieba
 
     return jieba.lcut(text)
+
+
+def _content(ids, tokenizer):
+    """``ids`` without the [CLS] / [SEP] that ``encode`` framed them with."""
+    start = int(tokenizer.start_id is not None)
+    end = len(ids) - int(tokenizer.end_id is not None)
+    return ids[start:end]
 
 
 def document_units(tokenizer, texts, whole_words=True):
@@ -32,27 +36,20 @@ def document_units(tokenizer, texts, whole_words=True):
         words = [segment_words(t) for t in texts]
         flat = [w for ws in words for w in ws if w.strip()]
         encoded = tokenizer.encode_batch(flat) if flat else []
-        start, units = tokenizer._n_start(), tokenizer._n_end()
         out, k = [], 0
         for ws in words:
             doc = []
             for w in ws:
                 if not w.strip():
                     continue
-                ids = encoded[k][0]
+                ids = _content(encoded[k][0], tokenizer)
                 k += 1
-                ids = ids[start:len(ids) - units] if units else ids[start:]
                 if ids:
                     doc.append(list(ids))
             out.append(doc)
         return out
     encoded = tokenizer.encode_batch(list(texts)) if texts else []
-    start, end = tokenizer._n_start(), tokenizer._n_end()
-    out = []
-    for ids, _ in encoded:
-        ids = ids[start:len(ids) - end] if end else ids[start:]
-        out.append([[i] for i in ids])
-    return out
+    return [[[i] for i in _content(ids, tokenizer)] for ids, _ in encoded]
 
 
 def pack_documents(docs_units, seq_len, cls_id, sep_id):

@@ -29,7 +29,6 @@ from kerasnlp_plus.utils import atomic_path, atomic_write_text
 logger = logging.getLogger("kerasnlp_plus.pretraining")
 
 META_NAME = "meta.json"
-SPECIAL_PREFIXES = ("[",)
 
 
 def random_token_low(vocab):
@@ -120,7 +119,7 @@ def examples_for_shard(texts, rng, config, tokenizer):
         return pair_examples(texts, config, tokenizer)
     whole_words = task == "mlm" and config["whole_word_masking"]
     units = document_units(tokenizer, texts, whole_words=whole_words)
-    packed = pack_documents(units, seq_len, tokenizer._token_cls_id, tokenizer._token_sep_id)
+    packed = pack_documents(units, seq_len, tokenizer.cls_id, tokenizer.sep_id)
     out = []
     for tokens, words in packed:
         tokens = np.asarray(records.pad(tokens, seq_len), dtype=np.int64)

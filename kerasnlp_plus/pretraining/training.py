@@ -40,30 +40,32 @@ def build_pretraining_model(
     keep_tokens=None,
     config_path=None,
     init_checkpoint=None,
-    model="bert",
+    family="bert",
     dropout_rate=0.1,
     **size,
 ):
     """The model to pretrain for the records described by ``meta``: the task's
     application, an MLM head returning logits, random weights or ``init_checkpoint``.
 
+    ``family``: the architecture (``build_transformer_model``'s ``model``).
     ``keep_tokens``: the data's vocab simplification (``load_keep_tokens``), applied
     when ``init_checkpoint`` has the original vocabulary.
-    ``size``: ``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``,
-    ``intermediate_size``, ``max_position_embeddings`` when there is no config file.
+    ``size``: ``hidden_size``, ``num_layers``, ``num_heads``, ``intermediate_size``,
+    ``max_position`` (or their config-file spellings, see ``TransformerConfig``) when
+    there is no config file.
     """
-    from kerasnlp_plus.models import build_transformer_model, read_config
+    from kerasnlp_plus.models import TransformerConfig, build_transformer_model
 
     kwargs = dict(
-        model=model,
+        model=family,
         application=meta["application"],
         with_mlm="linear",
         dropout_rate=dropout_rate,
         attention_dropout_rate=dropout_rate,
     )
     if config_path is not None:
-        _, cfg = read_config(config_path)
-        if init_checkpoint is None or cfg["vocab_size"] == meta["vocab_size"]:
+        config = TransformerConfig.from_json_file(config_path)
+        if init_checkpoint is None or config.vocab_size == meta["vocab_size"]:
             keep_tokens = None  # only an original-vocab checkpoint on simplified data is sliced
         net = build_transformer_model(config_path, init_checkpoint, keep_tokens=keep_tokens, **kwargs)
     else:
@@ -326,6 +328,16 @@ def run_options(data_dir, meta, **options):
     return {"data": data, "data_meta_sha256": data_id, **options}
 
 
+def _size_in_file_keys(size):
+    """``size`` (config fields in either spelling) keyed as in a config file."""
+    from kerasnlp_plus.models.config import TransformerConfig, file_key
+
+    fields, rest = TransformerConfig.split_overrides(size or {})
+    if rest:
+        raise ValueError(f"size: not model config fields: {sorted(rest)}")
+    return {file_key(name): value for name, value in fields.items()}
+
+
 def _name_bad_shard(data_dir, meta, error):
     """The shard a ``DataLossError`` came from (TF's message names none)."""
     import tensorflow as tf
@@ -352,7 +364,7 @@ def run_pretraining(
     checkpoint_every=1000,
     config_path=None,
     init_checkpoint=None,
-    model="bert",
+    family="bert",
     size=None,
     dropout_rate=0.1,
     optimizer="adamw",
@@ -379,6 +391,10 @@ def run_pretraining(
     mix_data_dir=None,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
+
+    ``family``: the architecture (``build_transformer_model``'s ``model``). ``size``:
+    the model's size when there is no ``config_path`` (``TransformerConfig`` fields,
+    either spelling).
 
     ``gather_positions``: run the MLM head only at the scored positions during
     training (``Transformer.loss_positions_model``): same loss, a faster step. The
@@ -426,8 +442,10 @@ def run_pretraining(
     options = run_options(
         data_dir, meta, steps=int(steps), batch_size=int(batch_size), checkpoint_every=int(checkpoint_every),
         config_path=os.path.abspath(config_path) if config_path else None,
-        init_checkpoint=os.path.abspath(init_checkpoint) if init_checkpoint else None, model=model,
-        size=size or None, dropout_rate=float(dropout_rate), optimizer=optimizer,
+        # run_options.json keeps the keys (and the config-file spelling of the size) it
+        # has always had, so that run folders written before still resume.
+        init_checkpoint=os.path.abspath(init_checkpoint) if init_checkpoint else None, model=family,
+        size=_size_in_file_keys(size) or None, dropout_rate=float(dropout_rate), optimizer=optimizer,
         learning_rate=float(learning_rate), warmup_steps=int(warmup), weight_decay=float(weight_decay),
         global_clipnorm=float(global_clipnorm or 0), gradient_accumulation_steps=accum, epsilon=float(epsilon),
         mixed_precision=mixed_precision, seed=int(seed), shuffle_buffer=int(shuffle_buffer),
@@ -468,7 +486,7 @@ def run_pretraining(
         dataset = tf.data.Dataset.choose_from_datasets([dataset, mixed], tf.data.Dataset.range(2).repeat())
     with strategy.scope():
         net = build_pretraining_model(
-            meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, model=model,
+            meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, family=family,
             dropout_rate=dropout_rate, **(size or {}),
         )
         # The schedule counts optimizer updates (Keras' ``iterations``), which happen
