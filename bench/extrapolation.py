@@ -82,7 +82,8 @@ def main(argv=None):
     import keras
 
     from kerasnlp_plus.models import build_transformer_model
-    from kerasnlp_plus.tasks.long_text import find_config, masked_lm_scores, with_trained_positions
+    from kerasnlp_plus.models.config import resolve_config_path
+    from kerasnlp_plus.tasks.long_text import masked_lm_scores, with_trained_positions
     from kerasnlp_plus.tokenizers import Tokenizer
     from kerasnlp_plus.utils import atomic_write_text
 
@@ -110,14 +111,14 @@ def main(argv=None):
         return x, y, w.astype(np.float32)
 
     # RoFormer: one set of weights, two attention scales.
-    r_config = find_config(roformer_dir)
+    r_config = resolve_config_path(roformer_dir)
     roformer = build_transformer_model(r_config, roformer_dir, model="roformer", with_mlm=True)
     roformer_log_n = build_transformer_model(r_config, None, model="roformer", with_mlm=True,
                                              attention_scale="log_n", training_length=args.trained_length)
     roformer_log_n.set_weights(roformer.get_weights())
 
     # BERT: its trained rows extended hierarchically (exactly the table up to trained_length).
-    b_config = find_config(bert_dir)
+    b_config = resolve_config_path(bert_dir)
     full = build_transformer_model(b_config, bert_dir, with_mlm=True)
     bert = with_trained_positions(full, b_config, args.trained_length, hierarchical_position=0.4)
 

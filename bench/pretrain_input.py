@@ -15,14 +15,12 @@ for the demo model's shape and for BERT-base's, and prints the ratio input/step
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = str(shared_data_dir())
 
 SHAPES = {

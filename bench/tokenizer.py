@@ -13,10 +13,8 @@ Batch:    ``ours.encode_batch(texts)`` vs ``ref(texts)["input_ids"]``.
 import argparse
 import json
 import pathlib
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 from kerasnlp_plus.utils import shared_data_dir  # noqa: E402
 
 

@@ -87,7 +87,8 @@ def main(argv=None):
     import keras
 
     from kerasnlp_plus.models import build_transformer_model
-    from kerasnlp_plus.tasks.long_text import find_config, masked_lm_scores, with_trained_positions
+    from kerasnlp_plus.models.config import resolve_config_path
+    from kerasnlp_plus.tasks.long_text import masked_lm_scores, with_trained_positions
     from kerasnlp_plus.tokenizers import Tokenizer
     from kerasnlp_plus.utils import atomic_write_text
 
@@ -104,7 +105,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     tokenizer = Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
-    config = find_config(folder)
+    config = resolve_config_path(folder)
 
     def load(**kwargs):
         model = build_transformer_model(config, folder, with_mlm=True)

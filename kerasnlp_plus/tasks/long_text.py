@@ -1,18 +1,7 @@
 """Masked-LM accuracy on long text: what ``examples/long_text_mlm.py`` (hierarchical
 positions, kexue.fm 7947) and ``bench/extrapolation.py`` (RoFormer's ``log_n`` scale)
 both measure, written once."""
-import pathlib
-
 import numpy as np
-
-
-def find_config(folder):
-    """``config.json`` or ``bert_config.json`` in a model folder."""
-    folder = pathlib.Path(folder)
-    for name in ("config.json", "bert_config.json"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"no config.json or bert_config.json in {folder}")
 
 
 def with_trained_positions(model, config, rows, **overrides):
