@@ -56,6 +56,7 @@ __all__ = ["Adam", "AdamW", "DenseGradientsMixin", "Lamb"]
 # gradient accumulation, EMA, learning-rate schedules) the extension maps the
 # bert4keras argument onto it; the others (lookahead, layer adaptation, parameter-wise
 # learning rates, lazy optimization) wrap Keras' per-variable ``update_step``.
+import functools  # noqa: E402
 import re  # noqa: E402
 
 from keras import ops  # noqa: E402
@@ -78,6 +79,24 @@ def _named_subclass(base, name, body):
     return cls
 
 
+def export_to_custom_objects(base_extend_with):
+    """bert4keras' decorator of the ``extend_with_*`` functions: the returned function
+    takes an optional ``name`` for the new class (``extend_with_piecewise_linear_lr(Adam,
+    name='AdamLR')``) and registers the class in Keras' custom objects under it, so a
+    compiled model saved with it loads again."""
+
+    @functools.wraps(base_extend_with)
+    def new_extend_with(BaseOptimizer, name=None):
+        NewOptimizer = base_extend_with(BaseOptimizer)
+        if isinstance(name, str):
+            NewOptimizer.__name__ = NewOptimizer.__qualname__ = name
+        keras.saving.get_custom_objects()[NewOptimizer.__name__] = NewOptimizer
+        return NewOptimizer
+
+    return new_extend_with
+
+
+@export_to_custom_objects
 def extend_with_weight_decay(BaseOptimizer):
     """Adds ``weight_decay_rate`` and ``exclude_from_weight_decay`` (regexes searched in
     the variable path, e.g. ``['Norm', 'bias']``): Keras' decoupled weight decay,
@@ -121,6 +140,7 @@ class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"base": self.base, "schedule": self.schedule}
 
 
+@export_to_custom_objects
 def extend_with_piecewise_linear_lr(BaseOptimizer):
     """Adds ``lr_schedule={step: multiplier}``: the learning rate is multiplied by the
     piecewise-linear function of the step (``{1000: 1, 2000: 0.1}``: warm up over
@@ -136,6 +156,7 @@ def extend_with_piecewise_linear_lr(BaseOptimizer):
     return _named_subclass(BaseOptimizer, "PiecewiseLinearLr", {"__init__": __init__})
 
 
+@export_to_custom_objects
 def extend_with_gradient_accumulation(BaseOptimizer):
     """Adds ``grad_accum_steps``: Keras' ``gradient_accumulation_steps`` (the update is
     applied every ``grad_accum_steps`` batches with the mean gradient)."""
@@ -148,6 +169,7 @@ def extend_with_gradient_accumulation(BaseOptimizer):
     return _named_subclass(BaseOptimizer, "GradientAccumulation", {"__init__": __init__})
 
 
+@export_to_custom_objects
 def extend_with_exponential_moving_average(BaseOptimizer):
     """Adds ``ema_momentum``: Keras' ``use_ema``. ``apply_ema_weights()`` puts the
     averages into the model's variables (keeping the current values) and
@@ -178,6 +200,7 @@ def extend_with_exponential_moving_average(BaseOptimizer):
         "__init__": __init__, "apply_ema_weights": apply_ema_weights, "reset_old_weights": reset_old_weights})
 
 
+@export_to_custom_objects
 def extend_with_lookahead(BaseOptimizer):
     """Adds Lookahead (``steps_per_slow_update=5``, ``slow_step_size=0.5``): every
     ``k`` steps the slow weights move ``alpha`` of the way to the fast ones and the fast
@@ -213,6 +236,7 @@ def extend_with_lookahead(BaseOptimizer):
         "__init__": __init__, "build": build, "update_step": update_step, "get_config": get_config})
 
 
+@export_to_custom_objects
 def extend_with_layer_adaptation(BaseOptimizer):
     """Adds LAMB's layer adaptation: each variable's update is scaled by
     ``||w|| / ||update||`` (1 when either is 0); ``exclude_from_layer_adaptation``
@@ -240,6 +264,7 @@ def extend_with_layer_adaptation(BaseOptimizer):
         "__init__": __init__, "update_step": update_step, "get_config": get_config})
 
 
+@export_to_custom_objects
 def extend_with_parameter_wise_lr(BaseOptimizer):
     """Adds ``paramwise_lr_schedule={name: multiplier}``: the update of a variable whose
     path contains ``name`` is multiplied by ``multiplier`` (all matching entries)."""
@@ -267,6 +292,7 @@ def extend_with_parameter_wise_lr(BaseOptimizer):
         "__init__": __init__, "update_step": update_step, "get_config": get_config})
 
 
+@export_to_custom_objects
 def extend_with_lazy_optimization(BaseOptimizer):
     """Adds lazy updates: rows of the variables matched by
     ``include_in_lazy_optimization`` (regexes) whose gradient is all zero keep their
@@ -283,8 +309,10 @@ def extend_with_lazy_optimization(BaseOptimizer):
         old = ops.convert_to_tensor(variable) * 1
         BaseOptimizer.update_step(self, gradient, variable, learning_rate)
         gradient = ops.convert_to_tensor(gradient)
-        axes = tuple(range(1, len(gradient.shape)))
-        touched = ops.any(ops.not_equal(gradient, 0), axis=axes, keepdims=True) if axes else ops.not_equal(gradient, 0)
+        # as bert4keras: a slice along the last axis (an embedding row) is touched when
+        # any of its gradients is nonzero
+        nonzero = ops.not_equal(gradient, 0)
+        touched = ops.any(nonzero, axis=-1, keepdims=True) if len(gradient.shape) else nonzero
         variable.assign(ops.where(touched, variable, old))
 
     def get_config(self):
@@ -305,7 +333,7 @@ extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_avera
 extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
 
 __all__ += [
-    "PiecewiseLinearSchedule",
+    "PiecewiseLinearSchedule", "export_to_custom_objects",
     "extend_with_exponential_moving_average", "extend_with_exponential_moving_average_v2",
     "extend_with_gradient_accumulation", "extend_with_gradient_accumulation_v2",
     "extend_with_layer_adaptation", "extend_with_layer_adaptation_v2",

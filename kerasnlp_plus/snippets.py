@@ -708,9 +708,16 @@ class DataGenerator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__(self, random=False)")
 
     def forfit(self, random=True):
-        """The batches of ``__iter__`` forever. Lists in a batch become tuples: Keras 3
-        feeds a generator through ``tf.data``, which reads a list as one tensor, so
-        bert4keras' ``yield [token_ids, segment_ids], labels`` would fail there."""
+        """The batches of ``__iter__`` forever, as an iterator that ``model.fit`` also
+        takes. Lists in a batch become tuples: Keras 3 feeds a generator through
+        ``tf.data``, which reads a list as one tensor, so bert4keras' ``yield
+        [token_ids, segment_ids], labels`` would fail there. And Keras 3 fixes every
+        dimension that its first two batches agree on, so a later batch padded to
+        another length would stop training; these batches keep every dimension but
+        those of size 1 open."""
+        return _ForFit(self._forfit_batches(random))
+
+    def _forfit_batches(self, random):
         while True:
             for d in self.__iter__(random):
                 yield _lists_to_tuples(d)
@@ -758,6 +765,44 @@ class DataGenerator:
         if padded_batch:
             return dataset.padded_batch(self.batch_size, shapes)
         return dataset.batch(self.batch_size)
+
+
+def _ForFit(batches):
+    """``batches`` (a generator of Keras batches) as an iterator that Keras 3 reads
+    with every dimension variable: a ``GeneratorDataAdapter`` (Keras' own reader of
+    generators, which ``model.fit`` uses as it is) whose tf.data signature has no
+    fixed sizes. Without TensorFlow's Keras reader, the generator itself."""
+    try:
+        from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+    except ImportError:  # another Keras layout: the plain generator still works for fixed shapes
+        return batches
+
+    class ForFit(GeneratorDataAdapter):
+        def __init__(self, generator):
+            super().__init__(generator)
+            self._iterator = None
+
+        def get_tf_dataset(self):
+            import tensorflow as tf
+
+            if self._output_signature is None:
+                from keras.src.trainers.data_adapters import data_adapter_utils
+
+                spec = data_adapter_utils.get_tensor_spec(self._first_batches)
+                # sizes 1 stay (a ``[label]`` column: Keras' losses squeeze it)
+                self._output_signature = tf.nest.map_structure(
+                    lambda s: tf.TensorSpec([None if d != 1 else 1 for d in s.shape], s.dtype), spec)
+            return super().get_tf_dataset()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):  # bert4keras' forfit is a generator: next() works
+            if self._iterator is None:
+                self._iterator = self.generator()
+            return next(self._iterator)
+
+    return ForFit(batches)
 
 
 def _lists_to_tuples(structure):

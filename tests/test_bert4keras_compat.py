@@ -456,3 +456,29 @@ def test_backend_rotary_equals_roformer_rotation():
     ours = np.asarray(b4k_backend.apply_rotary_position_embeddings(sinusoidal[:, :, None, :], x))
     np.testing.assert_allclose(ours, np.asarray(apply_rotary(x, np.arange(7)[None])), atol=1e-6)
     assert np.abs(ours - x).max() > 0.1  # a rotation happened
+
+
+def test_forfit_trains_on_batches_of_other_lengths_than_the_first_two():
+    """Keras 3 fixes the dimensions its first two batches agree on; bert4keras'
+    per-batch padding changes them later (a shorter last batch). ``forfit`` keeps them open."""
+
+    class Padded(snippets.DataGenerator):
+        def __iter__(self, random=False):
+            batch = []
+            for is_end, n in self.sample(random):
+                batch.append([1] * n)
+                if len(batch) == self.batch_size or is_end:
+                    ids = snippets.sequence_padding(batch)
+                    yield [ids, np.zeros_like(ids)], np.ones((len(batch), 1))
+                    batch = []
+
+    gen = Padded([5, 5, 5, 5, 3], batch_size=2)  # lengths 5, 5, then 3
+    assert [b[0][0].shape[1] for b in iter(gen)] == [5, 5, 3]
+    ids, segs = keras.Input((None,)), keras.Input((None,))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(4, 3)(ids) + ops.expand_dims(segs, -1))
+    model = keras.Model([ids, segs], keras.layers.Dense(1)(pooled))
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=2, verbose=0).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+    first = next(gen.forfit())
+    assert first[0][0].shape == (2, 5) and first[1].shape == (2, 1)
