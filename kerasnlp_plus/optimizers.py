@@ -47,7 +47,18 @@ class Lamb(DenseGradientsMixin, keras.optimizers.Lamb):
     """``keras.optimizers.Lamb`` with exact embedding updates."""
 
 
-__all__ = ["Adam", "AdamW", "DenseGradientsMixin", "Lamb"]
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Lion(DenseGradientsMixin, keras.optimizers.Lion):
+    """``keras.optimizers.Lion`` (the same update as bert4keras' ``Lion``) with exact
+    embedding updates and bert4keras' defaults."""
+
+    def __init__(self, learning_rate=3e-4, beta_1=0.95, beta_2=0.98, **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, **kwargs)
+
+
+LionV2 = Lion  # bert4keras' tf.keras implementation of the same optimizer
+
+__all__ = ["Adam", "AdamW", "DenseGradientsMixin", "Lamb", "Lion", "LionV2"]
 
 
 # --- bert4keras 0.11.5's optimizer API -----------------------------------------------

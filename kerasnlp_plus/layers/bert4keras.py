@@ -166,31 +166,87 @@ class ConditionalRandomField(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class MaximumEntropyMarkovModel(ConditionalRandomField):
-    """MEMM (bert4keras ``MaximumEntropyMarkovModel``, kexue.fm 7213): per step a
-    softmax over ``emission + trans[previous label]``; the loss is the mean token
-    cross-entropy over unpadded positions. Decode with ``ViterbiDecoder`` too."""
+    """Bidirectional MEMM (bert4keras ``MaximumEntropyMarkovModel``, kexue.fm 7213).
+
+    Called like the CRF (padding becomes ``-inf``). At step ``t`` the label logits are
+    ``(emission[t] + trans[label[t-1]]) / 2`` (the first step: the emission alone);
+    the loss is the token cross-entropy averaged over the unpadded tokens of the
+    batch, taken left to right with ``trans`` and right to left (each sequence
+    reversed within its length) with ``trans`` transposed, and the two averaged; the
+    accuracies likewise. ``hidden_dim``: ``trans = l_trans @ r_trans.T`` (low rank).
+    Decode with ``ViterbiDecoder`` and ``K.eval(memm.trans)``.
+    """
 
     def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
-        if hidden_dim is not None:
-            raise ValueError("MaximumEntropyMarkovModel: the low-rank hidden_dim variant is not supported")
         super().__init__(lr_multiplier=lr_multiplier, **kwargs)
         self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        if self.hidden_dim is None:
+            return super().build(input_shape)
+        output_dim = int(input_shape[-1])
+        multiplier = float(self.lr_multiplier)
+        base = keras.initializers.GlorotUniform()
+
+        def initializer(shape, dtype=None):
+            return base(shape, dtype=dtype) / multiplier
+
+        self._l_trans = self.add_weight(name="l_trans", shape=(output_dim, self.hidden_dim), initializer=initializer)
+        self._r_trans = self.add_weight(name="r_trans", shape=(output_dim, self.hidden_dim), initializer=initializer)
+        self.built = True
+
+    @property
+    def l_trans(self):
+        return self.lr_multiplier * self._l_trans if self.lr_multiplier != 1 else self._l_trans
+
+    @property
+    def r_trans(self):
+        return self.lr_multiplier * self._r_trans if self.lr_multiplier != 1 else self._r_trans
+
+    @property
+    def trans(self):
+        if self.hidden_dim is None:
+            return super().trans
+        return ops.matmul(self.l_trans, ops.transpose(self.r_trans))
+
+    def _step_logits(self, y_true, y_pred, go_backwards):
+        """``(mask, labels, logits)`` of one direction; padded steps hold 0 logits."""
+        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), y_pred.dtype)
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+        y_pred = ops.where(mask[..., None] > 0, y_pred, 0.0)  # padding is masked out below
+        trans = ops.cast(self.trans, y_pred.dtype)
+        if go_backwards:  # reverse each sequence within its length
+            lengths = ops.cast(ops.sum(mask, axis=1), "int32")
+            y_true = tf.reverse_sequence(y_true, lengths, seq_axis=1, batch_axis=0)
+            y_pred = tf.reverse_sequence(y_pred, lengths, seq_axis=1, batch_axis=0)
+            trans = ops.transpose(trans)
+        history = ops.take(trans, y_true, axis=0)
+        history = ops.concatenate([y_pred[:, :1], history[:, :-1]], axis=1)
+        logits = ops.where(mask[..., None] > 0, (y_pred + history) / 2, 0.0)
+        return mask, y_true, logits
+
+    def _basic_loss(self, y_true, y_pred, go_backwards):
+        mask, y_true, logits = self._step_logits(y_true, y_pred, go_backwards)
+        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return ops.sum(loss * mask) / ops.sum(mask)
+
+    def _basic_accuracy(self, y_true, y_pred, go_backwards):
+        mask, y_true, logits = self._step_logits(y_true, y_pred, go_backwards)
+        is_equal = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(logits, 2), "int32")), mask.dtype)
+        return ops.sum(is_equal * mask) / ops.sum(mask)
+
+    def sparse_loss(self, y_true, y_pred):
+        """``y_true``: integer labels ``(batch, length)``."""
+        return (self._basic_loss(y_true, y_pred, False) + self._basic_loss(y_true, y_pred, True)) / 2
 
     def dense_loss(self, y_true, y_pred):
         return self.sparse_loss(ops.argmax(y_true, 2), y_pred)
 
-    def sparse_loss(self, y_true, y_pred):
-        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), y_pred.dtype)
-        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
-        y_pred = ops.where(mask[..., None] > 0, y_pred, 0.0)
-        trans = ops.cast(self.trans, y_pred.dtype)
-        previous = ops.concatenate([ops.zeros_like(y_true[:, :1]), y_true[:, :-1]], axis=1)
-        history = ops.take(trans, previous, axis=0)
-        # the first step has no previous label
-        first = ops.concatenate([ops.zeros_like(mask[:, :1]), ops.ones_like(mask[:, 1:])], axis=1)
-        logits = y_pred + history * first[..., None]
-        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
-        return ops.sum(loss * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+    def sparse_accuracy(self, y_true, y_pred):
+        return (self._basic_accuracy(y_true, y_pred, False) + self._basic_accuracy(y_true, y_pred, True)) / 2
+
+    def dense_accuracy(self, y_true, y_pred):
+        return self.sparse_accuracy(ops.argmax(y_true, 2), y_pred)
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim}
@@ -342,7 +398,7 @@ class GlobalMaxPooling1D(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class GlobalPointer(keras.layers.Layer):
     """GlobalPointer span scorer (kexue.fm 8373): ``(batch, heads, length, length)``
-    scores of spans ``[i, j]``, padding and ``i > j`` masked to ``-inf``, with rotary
+    scores of spans ``[i, j]``, padding and ``i > j`` (``tril_mask``) set to ``-inf``, with rotary
     positions (``RoPE=True``)."""
 
     def __init__(self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True,
@@ -382,10 +438,10 @@ class GlobalPointer(keras.layers.Layer):
 
     def _mask(self, logits, mask):
         logits = sequence_masking(logits, mask, -np.inf, [2, 3])
-        if self.tril_mask:
+        if self.tril_mask:  # spans [i, j] with j < i: -inf, as bert4keras 0.11.5
             n = ops.shape(logits)[-1]
-            lower = ops.tril(ops.ones((n, n)), k=-1)
-            logits = logits - lower * 1e12
+            upper = ops.triu(ops.ones((n, n), dtype="bool"))
+            logits = ops.where(upper, logits, -np.inf)
         return logits
 
     def call(self, inputs, mask=None):
