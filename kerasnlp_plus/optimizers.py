@@ -343,8 +343,12 @@ extend_with_lazy_optimization_v2 = extend_with_lazy_optimization
 extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_average
 extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
 
+# bert4keras' ``custom_objects`` for ``load_model``; Keras 3 finds these registered
+# classes (and the ``extend_with_*`` ones, registered under their names) anyway.
+custom_objects = {"Adam": Adam, "AdamW": AdamW, "Lamb": Lamb, "Lion": Lion}
+
 __all__ += [
-    "PiecewiseLinearSchedule", "export_to_custom_objects",
+    "PiecewiseLinearSchedule", "custom_objects", "export_to_custom_objects",
     "extend_with_exponential_moving_average", "extend_with_exponential_moving_average_v2",
     "extend_with_gradient_accumulation", "extend_with_gradient_accumulation_v2",
     "extend_with_layer_adaptation", "extend_with_layer_adaptation_v2",

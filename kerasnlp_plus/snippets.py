@@ -34,7 +34,7 @@ import numpy as np
 __all__ = [
     "sequence_padding", "softmax", "AutoRegressiveDecoder",
     # bert4keras 0.11.5 names (the rest of its snippets module)
-    "to_array", "is_string", "strQ2B", "string_matching", "convert_to_unicode", "convert_to_str",
+    "is_py2", "basestring", "to_array", "is_string", "strQ2B", "string_matching", "convert_to_unicode", "convert_to_str",
     "lowercase_and_normalize", "open", "parallel_apply_generator", "parallel_apply",
     "truncate_sequences", "text_segmentate", "is_one_of", "DataGenerator", "ViterbiDecoder",
     "insert_arguments", "delete_arguments", "longest_common_substring", "longest_common_subsequence",
@@ -439,6 +439,10 @@ def to_array(*args):
     """``np.array`` of each argument; one argument gives one array, several a list."""
     results = [np.array(a) for a in args]
     return results[0] if len(args) == 1 else results
+
+
+is_py2 = False  # bert4keras' flags for Python 2; this package is Python 3 only
+basestring = str
 
 
 def is_string(s):

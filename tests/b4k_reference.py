@@ -102,6 +102,33 @@ so_model = masked_model(so, gp_x)
 so.set_weights([inputs["so_beta"], inputs["so_gamma"]])
 out["scale_offset"] = so_model.predict(gp_x, verbose=0)
 
+# Embedding (lookup, its mask, mode='dense'), Concatenate1D's mask, sinusoidal positions, FeedForward
+from bert4keras.layers import Concatenate1D, Embedding, FeedForward, SinusoidalPositionEmbedding  # noqa: E402
+
+ids_in = keras.layers.Input((None,))
+emb = Embedding(6, 4, mask_zero=True)
+looked_up = emb(ids_in)
+dense_out = emb(keras.layers.Input((None, 4)), mode="dense")
+emb_model = keras.models.Model(ids_in, [looked_up, emb.compute_mask(ids_in)])
+emb.set_weights([inputs["emb_table"]])
+out["emb_lookup"], out["emb_mask"] = emb_model.predict(inputs["emb_ids"], verbose=0)
+out["emb_dense"] = K.eval(emb(K.constant(inputs["fn_x"]), mode="dense"))
+xa, xb = keras.layers.Input((None, 8)), keras.layers.Input((None, 8))
+concat = Concatenate1D()
+joined = concat([keras.layers.Masking(0.0)(xa), xb])
+out["concat_mask"] = keras.models.Model([xa, xb], concat.compute_mask(
+    [xa, xb], [keras.layers.Masking(0.0).compute_mask(xa), None])).predict([gp_x, gp_x[:, :2]], verbose=0)
+for mode in ("add", "mul", "zero", "concat"):
+    xi = keras.layers.Input((None, 4))
+    out[f"sinusoidal_{mode}"] = keras.models.Model(xi, SinusoidalPositionEmbedding(4, mode)(xi)).predict(
+        inputs["fn_x"], verbose=0)
+for name, activation in (("ffn", "gelu"), ("ffn_glu", ["gelu", "linear"])):
+    ffn = FeedForward(6, activation)
+    xi = keras.layers.Input((None, 4))
+    ffn_model = keras.models.Model(xi, ffn(xi))
+    ffn.set_weights([inputs[f"{name}_w{i}"] for i in range(len(ffn.get_weights()))])
+    out[name] = ffn_model.predict(inputs["fn_x"], verbose=0)
+
 # more backend functions
 from bert4keras.backend import align, attention_normalize, divisible_temporal_padding, flatten  # noqa: E402
 from bert4keras.backend import gelu_erf, gelu_tanh, leaky_relu, pool1d, reshape, root_mean_square  # noqa: E402

@@ -486,3 +486,165 @@ class EfficientGlobalPointer(GlobalPointer):
         logits = ops.einsum("bmd,bnd->bmn", qw, kw) / self.head_size ** 0.5
         bias = ops.transpose(self.q_dense(x), (0, 2, 1)) / 2
         return logits[:, None] + bias[:, ::2, None] + bias[:, 1::2, :, None]
+
+
+def integerize_shape(func):
+    """bert4keras' decorator of ``build(self, input_shape)``: dimensions as ints (or
+    None), also from TF1 ``Dimension`` objects."""
+
+    def convert(item):
+        if hasattr(item, "__iter__"):
+            return [convert(i) for i in item]
+        return getattr(item, "value", item)
+
+    def new_func(self, input_shape):
+        return func(self, convert(input_shape))
+
+    return new_func
+
+
+class Layer(keras.layers.Layer):
+    """bert4keras' base layer: a Keras layer that passes the Keras mask on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Embedding(keras.layers.Embedding):
+    """bert4keras' ``Embedding``: ``call(ids)`` looks up (the first position is
+    never masked, as there, for T5), ``call(x, mode='dense')`` multiplies by the
+    transposed table (a bias-free output projection tied to the embedding)."""
+
+    def compute_mask(self, inputs, mask=None):
+        if len(inputs.shape) != 2:
+            return mask
+        mask = super().compute_mask(inputs, mask)
+        if mask is None:
+            return None
+        return ops.concatenate([ops.ones_like(mask[:, :1]), mask[:, 1:]], axis=1)
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        return ops.matmul(inputs, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().compute_output_spec(inputs)
+        return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.input_dim,), dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Concatenate1D(Layer):
+    """Concatenation along the sequence axis whose mask treats an unmasked input as
+    all visible (bert4keras ``Concatenate1D``)."""
+
+    def call(self, inputs):
+        return ops.concatenate(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or all(m is None for m in mask):
+            return None
+        masks = [ops.ones_like(x[..., 0], dtype="bool") if m is None else m for x, m in zip(inputs, mask)]
+        return ops.concatenate(masks, axis=1)
+
+    def compute_output_spec(self, inputs):
+        lengths = [x.shape[1] for x in inputs]
+        length = sum(lengths) if all(n is not None for n in lengths) else None
+        return keras.KerasTensor((inputs[0].shape[0], length) + tuple(inputs[0].shape[2:]), dtype=inputs[0].dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class SinusoidalPositionEmbedding(Layer):
+    """Sinusoidal position embeddings (bert4keras ``SinusoidalPositionEmbedding``),
+    merged with the input by ``merge_mode``: ``'add'``, ``'mul'`` (``x * (pe + 1)``),
+    ``'zero'`` (the embeddings alone) or ``'concat'``. With ``custom_position_ids``
+    call it on ``[x, position_ids]``."""
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+
+    def call(self, inputs):
+        from kerasnlp_plus.backend import sinusoidal_embeddings
+
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
+            position_ids = ops.cast(position_ids, keras.backend.floatx())
+        else:
+            position_ids = ops.arange(ops.shape(inputs)[1], dtype=keras.backend.floatx())[None]
+        embeddings = sinusoidal_embeddings(position_ids, self.output_dim)
+        if self.merge_mode == "add":
+            return inputs + embeddings
+        if self.merge_mode == "mul":
+            return inputs * (embeddings + 1.0)
+        if self.merge_mode == "zero":
+            return embeddings
+        if not self.custom_position_ids:
+            embeddings = ops.tile(embeddings, [ops.shape(inputs)[0], 1, 1])
+        return ops.concatenate([inputs, embeddings], axis=-1)
+
+    def compute_output_spec(self, inputs):
+        x = inputs[0] if self.custom_position_ids else inputs
+        if self.merge_mode == "zero":
+            batch = inputs[1].shape[0] if self.custom_position_ids else 1
+            return keras.KerasTensor((batch, x.shape[1], self.output_dim), dtype=self.compute_dtype)
+        last = self.output_dim if self.merge_mode in ("add", "mul") else x.shape[2] + self.output_dim
+        return keras.KerasTensor(tuple(x.shape[:2]) + (last,), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "output_dim": self.output_dim, "merge_mode": self.merge_mode,
+                "custom_position_ids": self.custom_position_ids}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class FeedForward(Layer):
+    """bert4keras' ``FeedForward``: ``Dense(units, activation) -> Dense(input dim)``;
+    with a list of activations the first Dense becomes a gated linear unit (the
+    product of one Dense per activation, arXiv 2002.05202)."""
+
+    def __init__(self, units, activation="relu", use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        activation = activation if isinstance(activation, list) else [activation]
+        self.activation = [keras.activations.get(act) for act in activation]
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        output_dim = int(input_shape[-1])
+        for i, activation in enumerate(self.activation):  # weight order as bert4keras'
+            dense = keras.layers.Dense(self.units, activation=activation, use_bias=self.use_bias,
+                                       kernel_initializer=self.kernel_initializer, name=f"i{i}_dense")
+            dense.build(input_shape)
+            setattr(self, f"i{i}_dense", dense)
+        self.o_dense = keras.layers.Dense(output_dim, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer, name="o_dense")
+        self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
+        self.built = True
+
+    def call(self, inputs):
+        x = self.i0_dense(inputs)
+        for i in range(1, len(self.activation)):
+            x = x * getattr(self, f"i{i}_dense")(inputs)
+        return self.o_dense(x)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": [keras.activations.serialize(act) for act in self.activation],
+                "use_bias": self.use_bias, "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+# bert4keras' ``custom_objects`` for ``load_model``; Keras 3 finds these classes by their
+# registration anyway, so passing it is harmless and not needed.
+custom_objects = {
+    name: obj for name, obj in globals().items()
+    if isinstance(obj, type) and issubclass(obj, keras.layers.Layer) and obj.__module__ == __name__
+}
