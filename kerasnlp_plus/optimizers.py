@@ -70,6 +70,7 @@ __all__ = ["Adam", "AdamW", "DenseGradientsMixin", "Lamb", "Lion", "LionV2"]
 import functools  # noqa: E402
 import re  # noqa: E402
 
+import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 def _matches(name, patterns):
@@ -343,12 +344,129 @@ extend_with_lazy_optimization_v2 = extend_with_lazy_optimization
 extend_with_exponential_moving_average_v2 = extend_with_exponential_moving_average
 extend_with_parameter_wise_lr_v2 = extend_with_parameter_wise_lr
 
+class _AdaFactorDefaultLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """AdaFactor's learning rate when none is given: ``min(1/sqrt(step + 1), 0.01)``,
+    times 0.05 without parameter scaling."""
+
+    def __init__(self, multiply_by_parameter_scale=True):
+        self.multiply_by_parameter_scale = multiply_by_parameter_scale
+
+    def __call__(self, step):
+        rate = ops.minimum(1.0 / ops.sqrt(ops.cast(step, "float32") + 1.0), 0.01)
+        return rate if self.multiply_by_parameter_scale else rate * 0.05
+
+    def get_config(self):
+        return {"multiply_by_parameter_scale": self.multiply_by_parameter_scale}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class AdaFactor(keras.optimizers.Optimizer):
+    """bert4keras' AdaFactor (arXiv 1804.04235, after mesh_tensorflow) on Keras 3, with
+    its arguments: the second moment of a variable whose two largest dimensions are at
+    least ``min_dim_size_to_factor`` is kept factored (row and column means); the
+    update is clipped to RMS ``clipping_threshold``, smoothed by ``beta1`` if > 0, and
+    scaled by ``max(rms(variable), epsilon2)`` (``multiply_by_parameter_scale``, except
+    for variables matching ``exclude_from_parameter_scale``). ``beta2=None`` means
+    ``1 - step**-0.8``; ``learning_rate=None`` means ``min(1/sqrt(step), 0.01)``.
+    (Keras' own ``keras.optimizers.Adafactor`` differs: no ``beta1``, always factored.)"""
+
+    def __init__(self, learning_rate=1e-3, beta1=0.0, beta2=None, epsilon1=1e-30, epsilon2=1e-3,
+                 multiply_by_parameter_scale=True, clipping_threshold=1.0, min_dim_size_to_factor=128,
+                 exclude_from_parameter_scale=None, name="AdaFactor", **kwargs):
+        if learning_rate is None:
+            learning_rate = _AdaFactorDefaultLearningRate(multiply_by_parameter_scale)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon1 = epsilon1
+        self.epsilon2 = epsilon2
+        self.multiply_by_parameter_scale = multiply_by_parameter_scale
+        self.clipping_threshold = clipping_threshold
+        self.min_dim_size_to_factor = min_dim_size_to_factor
+        self.exclude_from_parameter_scale = list(exclude_from_parameter_scale or [])
+
+    def factored_shape(self, shape):
+        """``(row shape, row axis, column shape, column axis)`` or None (not factored)."""
+        if len(shape) < 2:
+            return None
+        shape = np.array(shape)
+        indices = shape.argpartition(-2)
+        if shape[indices[-2]] < self.min_dim_size_to_factor:
+            return None
+        shape1, shape2 = np.array(shape), np.array(shape)
+        shape1[indices[-1]] = 1
+        shape2[indices[-2]] = 1
+        return tuple(shape1), int(indices[-1]), tuple(shape2), int(indices[-2])
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._m, self._v, self._vr, self._vc = [], [], [], []
+        for variable in variables:
+            self._m.append(self.add_variable_from_reference(variable, "m") if self.beta1 > 0 else None)
+            factored = self.factored_shape(tuple(variable.shape))
+            if factored is None:
+                self._v.append(self.add_variable_from_reference(variable, "v"))
+                self._vr.append(None)
+                self._vc.append(None)
+            else:
+                self._v.append(None)
+                self._vr.append(self.add_variable(factored[0], dtype=variable.dtype, name="vr"))
+                self._vc.append(self.add_variable(factored[2], dtype=variable.dtype, name="vc"))
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        beta2 = 1.0 - ops.power(step, -0.8) if self.beta2 is None else self.beta2
+        g2 = ops.square(gradient) + self.epsilon1
+        factored = self.factored_shape(tuple(variable.shape))
+        if factored is None:
+            v = self._v[index]
+            self.assign(v, beta2 * v + (1.0 - beta2) * g2)
+            v_t = v
+        else:
+            _, row_axis, _, column_axis = factored
+            vr, vc = self._vr[index], self._vc[index]
+            self.assign(vr, beta2 * vr + (1.0 - beta2) * ops.mean(g2, axis=row_axis, keepdims=True))
+            self.assign(vc, beta2 * vc + (1.0 - beta2) * ops.mean(g2, axis=column_axis, keepdims=True))
+            v_t = vr * vc / ops.mean(vr, axis=column_axis, keepdims=True)
+        u = gradient / ops.sqrt(v_t + self.epsilon1)
+        if self.clipping_threshold is not None:
+            u = u / ops.maximum(1.0, _rms(u) / self.clipping_threshold)
+        if self.beta1 > 0.0:
+            m = self._m[index]
+            self.assign(m, self.beta1 * m + (1.0 - self.beta1) * u)
+            u = m
+        if self.multiply_by_parameter_scale and not _matches(_variable_name(variable),
+                                                             self.exclude_from_parameter_scale):
+            u = u * ops.maximum(_rms(variable), self.epsilon2)
+        self.assign_sub(variable, learning_rate * u)
+
+    def get_config(self):
+        config = super().get_config()
+        if isinstance(self._learning_rate, _AdaFactorDefaultLearningRate):
+            config["learning_rate"] = None
+        return {**config, "beta1": self.beta1, "beta2": self.beta2, "epsilon1": self.epsilon1,
+                "epsilon2": self.epsilon2, "multiply_by_parameter_scale": self.multiply_by_parameter_scale,
+                "clipping_threshold": self.clipping_threshold, "min_dim_size_to_factor": self.min_dim_size_to_factor,
+                "exclude_from_parameter_scale": self.exclude_from_parameter_scale}
+
+
+def _rms(x):
+    return ops.sqrt(ops.mean(ops.square(x)))
+
+
+# bert4keras' base class and its two implementations (Keras 2 / tf.keras) are this one class
+AdaFactorBase = AdaFactorV1 = AdaFactorV2 = AdaFactor
+
 # bert4keras' ``custom_objects`` for ``load_model``; Keras 3 finds these registered
 # classes (and the ``extend_with_*`` ones, registered under their names) anyway.
-custom_objects = {"Adam": Adam, "AdamW": AdamW, "Lamb": Lamb, "Lion": Lion}
+custom_objects = {"Adam": Adam, "AdamW": AdamW, "Lamb": Lamb, "Lion": Lion, "AdaFactor": AdaFactor}
 
 __all__ += [
-    "PiecewiseLinearSchedule", "custom_objects", "export_to_custom_objects",
+    "AdaFactor", "AdaFactorBase", "AdaFactorV1", "AdaFactorV2", "PiecewiseLinearSchedule", "custom_objects", "export_to_custom_objects",
     "extend_with_exponential_moving_average", "extend_with_exponential_moving_average_v2",
     "extend_with_gradient_accumulation", "extend_with_gradient_accumulation_v2",
     "extend_with_layer_adaptation", "extend_with_layer_adaptation_v2",

@@ -167,6 +167,17 @@ for name, optimizer in (
         optimizer.apply_gradients([(tf.constant(grad), var)])
     out[f"opt_{name}"] = var.numpy()
 
+# AdaFactor on a factored (130 x 128) and an unfactored (4,) variable, 3 steps
+from bert4keras.optimizers import AdaFactor  # noqa: E402
+
+for name, kwargs in (("adafactor", {}), ("adafactor_beta1", dict(learning_rate=None, beta1=0.9, beta2=0.99))):
+    optimizer = AdaFactor(**kwargs)
+    variables = [tf.Variable(inputs["af_matrix"], name="matrix"), tf.Variable(inputs["af_bias"], name="bias")]
+    for step in range(3):
+        optimizer.apply_gradients([(tf.constant(inputs["af_matrix_grads"][step]), variables[0]),
+                                   (tf.constant(inputs["af_bias_grads"][step]), variables[1])])
+    out[f"{name}_matrix"], out[f"{name}_bias"] = variables[0].numpy(), variables[1].numpy()
+
 # pure-Python snippets
 from bert4keras.snippets import convert_to_str, convert_to_unicode, is_one_of, orthogonally_resize  # noqa: E402
 from bert4keras.snippets import parallel_apply_generator, softmax, string_matching  # noqa: E402

@@ -219,6 +219,9 @@ def reference(tmp_path_factory, shared_data):
         opt_grads=(rng.normal(size=(3, 5, 3)) * np.array([[1, 1, 1, 1, 1.0], [1, 0, 1, 0, 1], [1, 0, 1, 0, 1]])[
             ..., None]).astype("float32"),
         or_a=rng.normal(size=(4, 4)),
+        af_matrix=rng.normal(size=(130, 128)).astype("float32"), af_bias=rng.normal(size=4).astype("float32"),
+        af_matrix_grads=rng.normal(size=(3, 130, 128)).astype("float32"),
+        af_bias_grads=rng.normal(size=(3, 4)).astype("float32"),
         emb_table=rng.normal(size=(6, 4)).astype("float32"), emb_ids=np.array([[0, 3, 5, 0], [2, 1, 0, 0]], "float32"),
         ffn_w0=rng.normal(size=(4, 6)).astype("float32"), ffn_w1=rng.normal(size=6).astype("float32"),
         ffn_w2=rng.normal(size=(6, 4)).astype("float32"), ffn_w3=rng.normal(size=4).astype("float32"),
@@ -447,6 +450,28 @@ def test_lazy_optimization_and_lion_match_bert4keras(reference):
     first_step.build([var])
     first_step.apply([ops.convert_to_tensor(inputs["opt_grads"][0])], [var])
     np.testing.assert_array_equal(ours["lazy"][[1, 3]], var.numpy()[[1, 3]])
+
+
+def test_adafactor_matches_bert4keras(reference, tmp_path):
+    inputs, ref = reference
+    for name, kwargs in (("adafactor", {}), ("adafactor_beta1", dict(learning_rate=None, beta1=0.9, beta2=0.99))):
+        optimizer = optimizers.AdaFactor(**kwargs)
+        variables = [keras.Variable(inputs["af_matrix"], name="matrix"), keras.Variable(inputs["af_bias"], name="bias")]
+        optimizer.build(variables)
+        for step in range(3):
+            optimizer.apply([ops.convert_to_tensor(inputs["af_matrix_grads"][step]),
+                             ops.convert_to_tensor(inputs["af_bias_grads"][step])], variables)
+        np.testing.assert_allclose(variables[0].numpy(), ref[f"{name}_matrix"], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(variables[1].numpy(), ref[f"{name}_bias"], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert np.abs(variables[0].numpy() - inputs["af_matrix"]).max() > 1e-4  # it moved
+    assert optimizer.factored_shape((130, 128)) is not None and optimizer.factored_shape((130, 64)) is None
+    config = optimizer.get_config()
+    assert config["learning_rate"] is None and config["beta1"] == 0.9
+    assert optimizers.AdaFactor.from_config(config).get_config()["beta2"] == 0.99
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])  # in fit's compiled step too
+    model.compile(optimizer=optimizers.AdaFactor(beta1=0.9), loss="mse")
+    history = model.fit(np.ones((4, 3)), np.zeros((4, 2)), epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
 
 
 def test_pure_python_snippets_match_bert4keras(reference):
@@ -800,12 +825,6 @@ NOT_PROVIDED = {
     "snippets": {
         "WebServing": "a bottle HTTP server, not model code",
         "Hook": "the module wrapper behind 'from snippets import uniout' (which works here)",
-    },
-    "optimizers": {
-        # bert4keras' own AdaFactor; Keras 3's keras.optimizers.Adafactor has other
-        # arguments and update details (no beta1 momentum, no min_dim_size_to_factor)
-        "AdaFactorBase": "not mapped yet", "AdaFactorV1": "not mapped yet",
-        "AdaFactorV2": "not mapped yet", "AdaFactor": "not mapped yet",
     },
 }
 OUR_MODULES = {"backend": "kerasnlp_plus.backend", "layers": "kerasnlp_plus.layers",
