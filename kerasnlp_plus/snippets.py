@@ -806,6 +806,10 @@ def _ForFit(batches):
                 self._iterator = self.generator()
             return next(self._iterator)
 
+        def map_batches(self, fn):
+            """The same batches passed through ``fn`` (the models' host-side input checks)."""
+            return ForFit(fn(batch) for batch in self.generator())
+
     return ForFit(batches)
 
 

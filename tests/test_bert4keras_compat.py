@@ -803,6 +803,17 @@ def test_forfit_trains_on_batches_of_other_lengths_than_the_first_two():
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
     first = next(gen.forfit())
     assert first[0][0].shape == (2, 5) and first[1].shape == (2, 1)
+    # a model of ours still checks the ids of every batch on the host
+    bert = build_transformer_model(None, **TINY)  # vocab_size 50
+    bert.compile(optimizer="sgd", loss="mse")
+
+    class OutOfVocabulary(Padded):
+        def __iter__(self, random=False):
+            for (ids, segs), _ in super().__iter__(random):
+                yield [ids * 70, segs], np.zeros(ids.shape + (16,))
+
+    with pytest.raises(Exception, match="token ids must lie in"):
+        bert.fit(OutOfVocabulary([3, 3], batch_size=2).forfit(), steps_per_epoch=1, epochs=1, verbose=0)
 
 
 # --- completeness: every public name of bert4keras 0.11.5's five modules ----------------
