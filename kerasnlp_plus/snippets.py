@@ -793,9 +793,12 @@ def _ForFit(batches):
                 from keras.src.trainers.data_adapters import data_adapter_utils
 
                 spec = data_adapter_utils.get_tensor_spec(self._first_batches)
-                # sizes 1 stay (a ``[label]`` column: Keras' losses squeeze it)
-                self._output_signature = tf.nest.map_structure(
-                    lambda s: tf.TensorSpec([None if d != 1 else 1 for d in s.shape], s.dtype), spec)
+                def relaxed(s):  # sizes 1 stay (a ``[label]`` column: Keras' losses squeeze it)
+                    if not isinstance(s, tf.TensorSpec):  # e.g. the spec of a None target
+                        return s
+                    return tf.TensorSpec([None if d != 1 else 1 for d in s.shape], s.dtype)
+
+                self._output_signature = tf.nest.map_structure(relaxed, spec)
             return super().get_tf_dataset()
 
         def __iter__(self):
