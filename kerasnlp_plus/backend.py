@@ -281,7 +281,7 @@ def leaky_relu(x, alpha=0.2):
 def attention_normalize(a, mask=None, axis=-1, method="softmax", bias=None):
     """Normalize attention scores ``a`` over ``axis``: ``'softmax'``,
     ``'relu'``/``'squared_relu'`` (divided by the number of visible keys) or
-    ``'softmax_plus'`` (scaled by ``log(n)/log(512)``)."""
+    ``'softmax_plus'`` (scaled by ``log(max(n, 16))/log(512)``)."""
     a, mask = sequence_masking(a, mask, -np.inf, axis, bias, True)
     if method == "softmax":
         return ops.softmax(a, axis=axis)
@@ -292,10 +292,8 @@ def attention_normalize(a, mask=None, axis=-1, method="softmax", bias=None):
     if method == "squared_relu":
         return ops.relu(a) ** 2 / length
     if method == "softmax_plus":
-        scale = ops.log(length) / np.log(512)
-        if mask is not None:
-            scale = ops.where(mask, scale, 1.0)
-        return ops.softmax(a * scale, axis=axis)
+        # as bert4keras: at least 16 keys (scaling very short sequences hurts)
+        return ops.softmax(a * ops.log(ops.maximum(length, 16.0)) / np.log(512), axis=axis)
     if method == "relu":
         return ops.relu(a) / length
     raise ValueError(f"attention_normalize: unknown method {method!r}")

@@ -41,7 +41,7 @@ from kerasnlp_plus.generation.selection import beam_step, sample_from
 __all__ = [
     "sequence_padding", "softmax", "AutoRegressiveDecoder",
     # bert4keras 0.11.5 names (the rest of its snippets module)
-    "to_array", "is_string", "strQ2B", "string_matching", "convert_to_unicode", "convert_to_str",
+    "is_py2", "basestring", "to_array", "is_string", "strQ2B", "string_matching", "convert_to_unicode", "convert_to_str",
     "lowercase_and_normalize", "open", "parallel_apply_generator", "parallel_apply",
     "truncate_sequences", "text_segmentate", "is_one_of", "DataGenerator", "ViterbiDecoder",
     "insert_arguments", "delete_arguments", "longest_common_substring", "longest_common_subsequence",
@@ -321,6 +321,10 @@ def to_array(*args):
     return results[0] if len(args) == 1 else results
 
 
+is_py2 = False  # bert4keras' flags for Python 2; this package is Python 3 only
+basestring = str
+
+
 def is_string(s):
     return isinstance(s, str)
 
@@ -588,9 +592,16 @@ class DataGenerator:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__(self, random=False)")
 
     def forfit(self, random=True):
-        """The batches of ``__iter__`` forever. Lists in a batch become tuples: Keras 3
-        feeds a generator through ``tf.data``, which reads a list as one tensor, so
-        bert4keras' ``yield [token_ids, segment_ids], labels`` would fail there."""
+        """The batches of ``__iter__`` forever, as an iterator that ``model.fit`` also
+        takes. Lists in a batch become tuples: Keras 3 feeds a generator through
+        ``tf.data``, which reads a list as one tensor, so bert4keras' ``yield
+        [token_ids, segment_ids], labels`` would fail there. And Keras 3 fixes every
+        dimension that its first two batches agree on, so a later batch padded to
+        another length would stop training; these batches keep every dimension but
+        those of size 1 open."""
+        return _ForFit(self._forfit_batches(random))
+
+    def _forfit_batches(self, random):
         while True:
             for d in self.__iter__(random):
                 yield _lists_to_tuples(d)
@@ -638,6 +649,51 @@ class DataGenerator:
         if padded_batch:
             return dataset.padded_batch(self.batch_size, shapes)
         return dataset.batch(self.batch_size)
+
+
+def _ForFit(batches):
+    """``batches`` (a generator of Keras batches) as an iterator that Keras 3 reads
+    with every dimension variable: a ``GeneratorDataAdapter`` (Keras' own reader of
+    generators, which ``model.fit`` uses as it is) whose tf.data signature has no
+    fixed sizes. Without TensorFlow's Keras reader, the generator itself."""
+    try:
+        from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+    except ImportError:  # another Keras layout: the plain generator still works for fixed shapes
+        return batches
+
+    class ForFit(GeneratorDataAdapter):
+        def __init__(self, generator):
+            super().__init__(generator)
+            self._iterator = None
+
+        def get_tf_dataset(self):
+            import tensorflow as tf
+
+            if self._output_signature is None:
+                from keras.src.trainers.data_adapters import data_adapter_utils
+
+                spec = data_adapter_utils.get_tensor_spec(self._first_batches)
+                def relaxed(s):  # sizes 1 stay (a ``[label]`` column: Keras' losses squeeze it)
+                    if not isinstance(s, tf.TensorSpec):  # e.g. the spec of a None target
+                        return s
+                    return tf.TensorSpec([None if d != 1 else 1 for d in s.shape], s.dtype)
+
+                self._output_signature = tf.nest.map_structure(relaxed, spec)
+            return super().get_tf_dataset()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):  # bert4keras' forfit is a generator: next() works
+            if self._iterator is None:
+                self._iterator = self.generator()
+            return next(self._iterator)
+
+        def map_batches(self, fn):
+            """The same batches passed through ``fn`` (the models' host-side input checks)."""
+            return ForFit(fn(batch) for batch in self.generator())
+
+    return ForFit(batches)
 
 
 def _lists_to_tuples(structure):

@@ -6,12 +6,12 @@ The data is written here in the layout each script reads: LCSTS news as THUCNews
 ``title\\ncontent`` files, CSL titles as ``title\\tcontent``, CLUECorpusSmall text as
 GBK "novels", and KgCLUE questions as People's Daily NER files (the question's subject
 entity tagged B-ENT/I-ENT) and as WebQA/SogouQA JSON (the answer triple's sentence as
-the passage). Each training script must print a finite loss of the right size: a mean
-per-token cross entropy (not summed over padding) or a per-sentence CRF likelihood.
-
-Four scripts that train and then decode step by step with the uncached bert4keras
-decoder are marked slow (excluded from CI's ``-m 'not slow'``); run them with
-``pytest tests/test_bert4keras_examples.py``.
+the passage), ChnSentiCorp reviews with keyword-rule sentiment labels, LCSTS texts
+paired with their own or another headline as LCQMC pairs, and a small ALBERT checkpoint
+with random weights under albert_tiny_zh_google's real variable names. Each training
+script must print a finite loss of the right size: a mean per-token cross entropy (not
+summed over padding), a per-sentence CRF likelihood or a mean classification loss.
+All of them run in CI.
 """
 import io
 import json
@@ -90,7 +90,88 @@ def example_data(shared_data, tmp_path_factory):
     ]
     (root / "qa" / "WebQA.json").write_text(json.dumps(records[:12], ensure_ascii=False), encoding="utf-8")
     (root / "qa" / "SogouQA.json").write_text(json.dumps(records[12:], ensure_ascii=False), encoding="utf-8")
+    _write_sentiment_data(shared_data, root / "datasets" / "sentiment")
+    _write_similarity_data(shared_data, root / "datasets" / "lcqmc")
+    _write_albert_checkpoint(shared_data, root / "albert_small_zh_google")
+    _write_demo_model_with_pooler(root / "demo_model_with_pooler")
     return root
+
+
+def _write_demo_model_with_pooler(folder):
+    """The demo model plus a pooler with random weights (it was pretrained without
+    NSP, so it has none; bert4keras, like kerasnlp_plus, refuses a ``with_pool`` build
+    from a checkpoint that lacks one)."""
+    import shutil
+
+    import safetensors.numpy
+
+    demo = EXAMPLES.parents[1] / "kerasnlp_plus" / "assets" / "demo_model"
+    folder.mkdir()
+    for name in ("config.json", "vocab.txt"):
+        shutil.copy(demo / name, folder / name)
+    weights = safetensors.numpy.load_file(str(demo / "model.safetensors"))
+    hidden = weights["bert.embeddings.word_embeddings.weight"].shape[1]
+    rng = np.random.default_rng(0)
+    weights["bert.pooler.dense.weight"] = (0.02 * rng.standard_normal((hidden, hidden))).astype("float32")
+    weights["bert.pooler.dense.bias"] = np.zeros(hidden, "float32")
+    safetensors.numpy.save_file(weights, str(folder / "model.safetensors"))
+
+
+# Keyword rule for weak sentiment labels on the (unlabelled) staged ChnSentiCorp reviews.
+POSITIVE_PHRASES = ("不错", "满意", "喜欢", "推荐", "很好", "值得")
+NEGATIVE_PHRASES = ("失望", "糟糕", "不满", "太差", "很差", "后悔")
+
+
+def _write_sentiment_data(shared_data, folder):
+    """``text<TAB>label`` from real reviews: 1 with a positive phrase and no negative
+    one, 0 the reverse, the rest left out; balanced, 16 / 4 / 4 rows."""
+    folder.mkdir(parents=True)
+    by_label = {0: [], 1: []}
+    with open(shared_data / "corpus" / "chnsenticorp.txt", encoding="utf-8") as f:
+        for line in f:
+            text = re.sub(r"\s+", "", line)[:100]
+            positive = any(p in text for p in POSITIVE_PHRASES)
+            negative = any(p in text for p in NEGATIVE_PHRASES)
+            if text and positive != negative and len(by_label[int(positive)]) < 12:
+                by_label[int(positive)].append(text)
+            if min(len(v) for v in by_label.values()) == 12:
+                break
+    rows = [f"{text}\t{label}" for pair in zip(by_label[0], by_label[1]) for text, label in zip(pair, (0, 1))]
+    for name, part in (("train", rows[:16]), ("valid", rows[16:20]), ("test", rows[20:24])):
+        (folder / f"sentiment.{name}.data").write_text("\n".join(part) + "\n", encoding="utf-8")
+
+
+def _write_similarity_data(shared_data, folder):
+    """LCQMC layout ``text1<TAB>text2<TAB>label`` from LCSTS: a text with its own
+    headline is 1, with the next text's headline 0; 16 / 4 / 4 rows."""
+    folder.mkdir(parents=True)
+    with open(shared_data / "lcsts" / "train.tsv", encoding="utf-8") as f:
+        pairs = [line.rstrip("\n").split("\t")[:2] for _, line in zip(range(24), f)]
+    rows = []
+    for i, (title, content) in enumerate(pairs):
+        other_title = pairs[(i + 1) % len(pairs)][0]
+        rows.append(f"{content}\t{title if i % 2 == 0 else other_title}\t{1 if i % 2 == 0 else 0}")
+    for name, part in (("train", rows[:16]), ("valid", rows[16:20]), ("test", rows[20:24])):
+        (folder / f"lcqmc.{name}.data").write_text("\n".join(part) + "\n", encoding="utf-8")
+
+
+def _write_albert_checkpoint(shared_data, folder):
+    """A Google-layout ALBERT checkpoint with random weights under the real variable
+    names of albert_tiny_zh_google (hidden 312 -> 48 to stay small), its config and
+    the real Google Chinese vocab it uses."""
+    import shutil
+
+    from reference import read_manifest, scale_manifest, write_google_checkpoint
+
+    meta = shared_data / "ckpt_meta" / "albert_tiny_zh_google"
+    manifest = [v for v in read_manifest(meta / "variables.tsv") if "/adam_" not in v[0]]
+    write_google_checkpoint(scale_manifest(manifest, {312: 48, 1248: 96, 512: 64}), str(folder / "albert_model.ckpt"),
+                            std=0.02)
+    config = json.loads((meta / "albert_config_tiny_g.json").read_text(encoding="utf-8"))
+    config.update(hidden_size=48, intermediate_size=96, num_attention_heads=4, max_position_embeddings=64,
+                  num_hidden_layers=4)
+    (folder / "albert_config.json").write_text(json.dumps(config), encoding="utf-8")
+    shutil.copy(shared_data / "vocab" / "vocab.txt", folder / "vocab.txt")
 
 
 def run_example(name, data_dir, workdir, monkeypatch):
@@ -104,8 +185,14 @@ def run_example(name, data_dir, workdir, monkeypatch):
     sys.modules.pop("_b4k_paths", None)
     np.random.seed(0)
     out = io.StringIO()
-    with redirect_stdout(out):
-        namespace = runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    from kerasnlp_plus.layers import transformer
+
+    gelu = transformer.ACTIVATIONS["gelu"]  # scripts call set_gelu('tanh'): not for the tests after them
+    try:
+        with redirect_stdout(out):
+            namespace = runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    finally:
+        transformer.ACTIVATIONS["gelu"] = gelu
     return namespace, out.getvalue()
 
 
@@ -206,3 +293,30 @@ def test_reading_comprehension(example_data, tmp_path, monkeypatch):
     d = ns["valid_data"][0]
     answer = ns["reader"].answer(d["question"], [p["passage"] for p in d["passages"]])  # as its predict_to_file
     assert isinstance(answer, str)
+
+
+def check_classifier_loss(namespace, num_classes):
+    """A mean cross entropy over ``num_classes``: positive and below 1.5 x log(classes)
+    for a barely trained head (a loss summed over the batch of 4 would be ~4x larger)."""
+    loss = final_loss(namespace)
+    assert 0.05 < loss < 1.5 * math.log(num_classes), loss
+    assert 0.0 <= namespace["model"].history.history["accuracy"][-1] <= 1.0
+    return loss
+
+
+def test_sentiment_albert(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_sentiment_albert.py", example_data, tmp_path, monkeypatch)
+    check_classifier_loss(ns, ns["num_classes"])
+    assert ns["bert"].model.family == "albert"
+    assert len(ns["train_data"]) == 16 and {label for _, label in ns["train_data"]} == {0, 1}
+    assert (tmp_path / "best_model.weights.h5").is_file()
+    assert "val_acc" in out and "final test acc" in out
+
+
+def test_sentence_similarity(example_data, tmp_path, monkeypatch):
+    ns, out = run_example("task_sentence_similarity_lcqmc.py", example_data, tmp_path, monkeypatch)
+    check_classifier_loss(ns, 2)
+    assert tuple(ns["bert"].model.output.shape) == (None, 128)  # with_pool alone -> the pooled vector
+    assert [label for *_, label in ns["train_data"]].count(1) == 8
+    assert (tmp_path / "best_model.weights.h5").is_file()
+    assert "val_acc" in out and "final test acc" in out

@@ -290,6 +290,8 @@ class InputRangeCheck:
             return self._generator(data)
         if isinstance(data, keras.utils.PyDataset):
             return _CheckedPyDataset(data, self)
+        if hasattr(data, "map_batches"):  # snippets.DataGenerator.forfit()
+            return data.map_batches(self.check_batch)
         self.check(data)
         return data
 

@@ -10,15 +10,22 @@ from kerasnlp_plus.layers.embeddings import (
 )
 from kerasnlp_plus.layers.transformer import TransformerBlock, get_activation
 from kerasnlp_plus.layers.bert4keras import (  # noqa: E402  (bert4keras 0.11.5 names)
+    Concatenate1D,
     ConditionalRandomField,
     EfficientGlobalPointer,
+    Embedding,
+    FeedForward,
     GlobalAveragePooling1D,
     GlobalMaxPooling1D,
     GlobalPointer,
+    Layer,
     LayerNormalization,
     Loss,
     MaximumEntropyMarkovModel,
     ScaleOffset,
+    SinusoidalPositionEmbedding,
+    custom_objects,
+    integerize_shape,
 )
 
 __all__ = [
@@ -41,4 +48,11 @@ __all__ = [
     "Loss",
     "MaximumEntropyMarkovModel",
     "ScaleOffset",
+    "Concatenate1D",
+    "Embedding",
+    "FeedForward",
+    "Layer",
+    "SinusoidalPositionEmbedding",
+    "custom_objects",
+    "integerize_shape",
 ]

@@ -166,31 +166,87 @@ class ConditionalRandomField(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class MaximumEntropyMarkovModel(ConditionalRandomField):
-    """MEMM (bert4keras ``MaximumEntropyMarkovModel``, kexue.fm 7213): per step a
-    softmax over ``emission + trans[previous label]``; the loss is the mean token
-    cross-entropy over unpadded positions. Decode with ``ViterbiDecoder`` too."""
+    """Bidirectional MEMM (bert4keras ``MaximumEntropyMarkovModel``, kexue.fm 7213).
+
+    Called like the CRF (padding becomes ``-inf``). At step ``t`` the label logits are
+    ``(emission[t] + trans[label[t-1]]) / 2`` (the first step: the emission alone);
+    the loss is the token cross-entropy averaged over the unpadded tokens of the
+    batch, taken left to right with ``trans`` and right to left (each sequence
+    reversed within its length) with ``trans`` transposed, and the two averaged; the
+    accuracies likewise. ``hidden_dim``: ``trans = l_trans @ r_trans.T`` (low rank).
+    Decode with ``ViterbiDecoder`` and ``K.eval(memm.trans)``.
+    """
 
     def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
-        if hidden_dim is not None:
-            raise ValueError("MaximumEntropyMarkovModel: the low-rank hidden_dim variant is not supported")
         super().__init__(lr_multiplier=lr_multiplier, **kwargs)
         self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        if self.hidden_dim is None:
+            return super().build(input_shape)
+        output_dim = int(input_shape[-1])
+        multiplier = float(self.lr_multiplier)
+        base = keras.initializers.GlorotUniform()
+
+        def initializer(shape, dtype=None):
+            return base(shape, dtype=dtype) / multiplier
+
+        self._l_trans = self.add_weight(name="l_trans", shape=(output_dim, self.hidden_dim), initializer=initializer)
+        self._r_trans = self.add_weight(name="r_trans", shape=(output_dim, self.hidden_dim), initializer=initializer)
+        self.built = True
+
+    @property
+    def l_trans(self):
+        return self.lr_multiplier * self._l_trans if self.lr_multiplier != 1 else self._l_trans
+
+    @property
+    def r_trans(self):
+        return self.lr_multiplier * self._r_trans if self.lr_multiplier != 1 else self._r_trans
+
+    @property
+    def trans(self):
+        if self.hidden_dim is None:
+            return super().trans
+        return ops.matmul(self.l_trans, ops.transpose(self.r_trans))
+
+    def _step_logits(self, y_true, y_pred, go_backwards):
+        """``(mask, labels, logits)`` of one direction; padded steps hold 0 logits."""
+        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), y_pred.dtype)
+        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+        y_pred = ops.where(mask[..., None] > 0, y_pred, 0.0)  # padding is masked out below
+        trans = ops.cast(self.trans, y_pred.dtype)
+        if go_backwards:  # reverse each sequence within its length
+            lengths = ops.cast(ops.sum(mask, axis=1), "int32")
+            y_true = tf.reverse_sequence(y_true, lengths, seq_axis=1, batch_axis=0)
+            y_pred = tf.reverse_sequence(y_pred, lengths, seq_axis=1, batch_axis=0)
+            trans = ops.transpose(trans)
+        history = ops.take(trans, y_true, axis=0)
+        history = ops.concatenate([y_pred[:, :1], history[:, :-1]], axis=1)
+        logits = ops.where(mask[..., None] > 0, (y_pred + history) / 2, 0.0)
+        return mask, y_true, logits
+
+    def _basic_loss(self, y_true, y_pred, go_backwards):
+        mask, y_true, logits = self._step_logits(y_true, y_pred, go_backwards)
+        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return ops.sum(loss * mask) / ops.sum(mask)
+
+    def _basic_accuracy(self, y_true, y_pred, go_backwards):
+        mask, y_true, logits = self._step_logits(y_true, y_pred, go_backwards)
+        is_equal = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(logits, 2), "int32")), mask.dtype)
+        return ops.sum(is_equal * mask) / ops.sum(mask)
+
+    def sparse_loss(self, y_true, y_pred):
+        """``y_true``: integer labels ``(batch, length)``."""
+        return (self._basic_loss(y_true, y_pred, False) + self._basic_loss(y_true, y_pred, True)) / 2
 
     def dense_loss(self, y_true, y_pred):
         return self.sparse_loss(ops.argmax(y_true, 2), y_pred)
 
-    def sparse_loss(self, y_true, y_pred):
-        mask = ops.cast(ops.all(ops.not_equal(y_pred, -np.inf), axis=2), y_pred.dtype)
-        y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
-        y_pred = ops.where(mask[..., None] > 0, y_pred, 0.0)
-        trans = ops.cast(self.trans, y_pred.dtype)
-        previous = ops.concatenate([ops.zeros_like(y_true[:, :1]), y_true[:, :-1]], axis=1)
-        history = ops.take(trans, previous, axis=0)
-        # the first step has no previous label
-        first = ops.concatenate([ops.zeros_like(mask[:, :1]), ops.ones_like(mask[:, 1:])], axis=1)
-        logits = y_pred + history * first[..., None]
-        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
-        return ops.sum(loss * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+    def sparse_accuracy(self, y_true, y_pred):
+        return (self._basic_accuracy(y_true, y_pred, False) + self._basic_accuracy(y_true, y_pred, True)) / 2
+
+    def dense_accuracy(self, y_true, y_pred):
+        return self.sparse_accuracy(ops.argmax(y_true, 2), y_pred)
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim}
@@ -342,7 +398,7 @@ class GlobalMaxPooling1D(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
 class GlobalPointer(keras.layers.Layer):
     """GlobalPointer span scorer (kexue.fm 8373): ``(batch, heads, length, length)``
-    scores of spans ``[i, j]``, padding and ``i > j`` masked to ``-inf``, with rotary
+    scores of spans ``[i, j]``, padding and ``i > j`` (``tril_mask``) set to ``-inf``, with rotary
     positions (``RoPE=True``)."""
 
     def __init__(self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True,
@@ -382,10 +438,10 @@ class GlobalPointer(keras.layers.Layer):
 
     def _mask(self, logits, mask):
         logits = sequence_masking(logits, mask, -np.inf, [2, 3])
-        if self.tril_mask:
+        if self.tril_mask:  # spans [i, j] with j < i: -inf, as bert4keras 0.11.5
             n = ops.shape(logits)[-1]
-            lower = ops.tril(ops.ones((n, n)), k=-1)
-            logits = logits - lower * 1e12
+            upper = ops.triu(ops.ones((n, n), dtype="bool"))
+            logits = ops.where(upper, logits, -np.inf)
         return logits
 
     def call(self, inputs, mask=None):
@@ -430,3 +486,165 @@ class EfficientGlobalPointer(GlobalPointer):
         logits = ops.einsum("bmd,bnd->bmn", qw, kw) / self.head_size ** 0.5
         bias = ops.transpose(self.q_dense(x), (0, 2, 1)) / 2
         return logits[:, None] + bias[:, ::2, None] + bias[:, 1::2, :, None]
+
+
+def integerize_shape(func):
+    """bert4keras' decorator of ``build(self, input_shape)``: dimensions as ints (or
+    None), also from TF1 ``Dimension`` objects."""
+
+    def convert(item):
+        if hasattr(item, "__iter__"):
+            return [convert(i) for i in item]
+        return getattr(item, "value", item)
+
+    def new_func(self, input_shape):
+        return func(self, convert(input_shape))
+
+    return new_func
+
+
+class Layer(keras.layers.Layer):
+    """bert4keras' base layer: a Keras layer that passes the Keras mask on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Embedding(keras.layers.Embedding):
+    """bert4keras' ``Embedding``: ``call(ids)`` looks up (the first position is
+    never masked, as there, for T5), ``call(x, mode='dense')`` multiplies by the
+    transposed table (a bias-free output projection tied to the embedding)."""
+
+    def compute_mask(self, inputs, mask=None):
+        if len(inputs.shape) != 2:
+            return mask
+        mask = super().compute_mask(inputs, mask)
+        if mask is None:
+            return None
+        return ops.concatenate([ops.ones_like(mask[:, :1]), mask[:, 1:]], axis=1)
+
+    def call(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().call(inputs)
+        return ops.matmul(inputs, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))
+
+    def compute_output_spec(self, inputs, mode="embedding"):
+        if mode == "embedding":
+            return super().compute_output_spec(inputs)
+        return keras.KerasTensor(tuple(inputs.shape[:-1]) + (self.input_dim,), dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class Concatenate1D(Layer):
+    """Concatenation along the sequence axis whose mask treats an unmasked input as
+    all visible (bert4keras ``Concatenate1D``)."""
+
+    def call(self, inputs):
+        return ops.concatenate(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or all(m is None for m in mask):
+            return None
+        masks = [ops.ones_like(x[..., 0], dtype="bool") if m is None else m for x, m in zip(inputs, mask)]
+        return ops.concatenate(masks, axis=1)
+
+    def compute_output_spec(self, inputs):
+        lengths = [x.shape[1] for x in inputs]
+        length = sum(lengths) if all(n is not None for n in lengths) else None
+        return keras.KerasTensor((inputs[0].shape[0], length) + tuple(inputs[0].shape[2:]), dtype=inputs[0].dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class SinusoidalPositionEmbedding(Layer):
+    """Sinusoidal position embeddings (bert4keras ``SinusoidalPositionEmbedding``),
+    merged with the input by ``merge_mode``: ``'add'``, ``'mul'`` (``x * (pe + 1)``),
+    ``'zero'`` (the embeddings alone) or ``'concat'``. With ``custom_position_ids``
+    call it on ``[x, position_ids]``."""
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+
+    def call(self, inputs):
+        from kerasnlp_plus.backend import sinusoidal_embeddings
+
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
+            position_ids = ops.cast(position_ids, keras.backend.floatx())
+        else:
+            position_ids = ops.arange(ops.shape(inputs)[1], dtype=keras.backend.floatx())[None]
+        embeddings = sinusoidal_embeddings(position_ids, self.output_dim)
+        if self.merge_mode == "add":
+            return inputs + embeddings
+        if self.merge_mode == "mul":
+            return inputs * (embeddings + 1.0)
+        if self.merge_mode == "zero":
+            return embeddings
+        if not self.custom_position_ids:
+            embeddings = ops.tile(embeddings, [ops.shape(inputs)[0], 1, 1])
+        return ops.concatenate([inputs, embeddings], axis=-1)
+
+    def compute_output_spec(self, inputs):
+        x = inputs[0] if self.custom_position_ids else inputs
+        if self.merge_mode == "zero":
+            batch = inputs[1].shape[0] if self.custom_position_ids else 1
+            return keras.KerasTensor((batch, x.shape[1], self.output_dim), dtype=self.compute_dtype)
+        last = self.output_dim if self.merge_mode in ("add", "mul") else x.shape[2] + self.output_dim
+        return keras.KerasTensor(tuple(x.shape[:2]) + (last,), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "output_dim": self.output_dim, "merge_mode": self.merge_mode,
+                "custom_position_ids": self.custom_position_ids}
+
+
+@keras.saving.register_keras_serializable(package="kerasnlp_plus")
+class FeedForward(Layer):
+    """bert4keras' ``FeedForward``: ``Dense(units, activation) -> Dense(input dim)``;
+    with a list of activations the first Dense becomes a gated linear unit (the
+    product of one Dense per activation, arXiv 2002.05202)."""
+
+    def __init__(self, units, activation="relu", use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        activation = activation if isinstance(activation, list) else [activation]
+        self.activation = [keras.activations.get(act) for act in activation]
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        output_dim = int(input_shape[-1])
+        for i, activation in enumerate(self.activation):  # weight order as bert4keras'
+            dense = keras.layers.Dense(self.units, activation=activation, use_bias=self.use_bias,
+                                       kernel_initializer=self.kernel_initializer, name=f"i{i}_dense")
+            dense.build(input_shape)
+            setattr(self, f"i{i}_dense", dense)
+        self.o_dense = keras.layers.Dense(output_dim, use_bias=self.use_bias,
+                                          kernel_initializer=self.kernel_initializer, name="o_dense")
+        self.o_dense.build(tuple(input_shape[:-1]) + (self.units,))
+        self.built = True
+
+    def call(self, inputs):
+        x = self.i0_dense(inputs)
+        for i in range(1, len(self.activation)):
+            x = x * getattr(self, f"i{i}_dense")(inputs)
+        return self.o_dense(x)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": [keras.activations.serialize(act) for act in self.activation],
+                "use_bias": self.use_bias, "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+# bert4keras' ``custom_objects`` for ``load_model``; Keras 3 finds these classes by their
+# registration anyway, so passing it is harmless and not needed.
+custom_objects = {
+    name: obj for name, obj in globals().items()
+    if isinstance(obj, type) and issubclass(obj, keras.layers.Layer) and obj.__module__ == __name__
+}

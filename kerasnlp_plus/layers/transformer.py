@@ -31,8 +31,10 @@ class TransformerBlock(keras.layers.Layer):
     Call arguments mirror :class:`MultiHeadAttention`: ``attention_mask`` (bool),
     ``attention_bias`` (float), ``value`` (another stream to attend over: the
     permutation-LM query stream attends over the content stream), ``cache`` and
-    ``cache_update_index`` (returns ``(output, cache)`` when a cache is given), and
-    ``position_ids`` (read only by a ``rotary`` block: RoFormer).
+    ``cache_update_index`` (returns ``(output, cache)`` when a cache is given),
+    ``position_ids`` (read only by a ``rotary`` block: RoFormer) and
+    ``return_intermediates`` (returns ``(output, [the outputs named INTERMEDIATES])``,
+    which the model exposes under bert4keras' layer names).
     """
 
     def __init__(
@@ -119,7 +121,10 @@ class TransformerBlock(keras.layers.Layer):
         training=None,
         position_ids=None,
         source_cache=None,
+        return_intermediates=False,
     ):
+        if return_intermediates and cache is not None:
+            raise ValueError("return_intermediates is for the full forward pass, not with a cache")
         extra = {} if source_cache is None else {"source_cache": source_cache}  # lean decoding cache
         attended = self.attention(
             x,
@@ -134,13 +139,28 @@ class TransformerBlock(keras.layers.Layer):
         )
         if cache is not None:
             attended, cache = attended
-        x = self.attention_norm(x + self.attention_residual_dropout(attended, training=training))
+        attended_dropped = self.attention_residual_dropout(attended, training=training)
+        attended_sum = x + attended_dropped
+        x = self.attention_norm(attended_sum)
         ffn = self.output_dense(self.intermediate_dense(x))
-        x = self.output_norm(x + self.output_dropout(ffn, training=training))
-        return x if cache is None else (x, cache)
+        ffn_dropped = self.output_dropout(ffn, training=training)
+        ffn_sum = x + ffn_dropped
+        out = self.output_norm(ffn_sum)
+        if return_intermediates:  # bert4keras' per-layer outputs, in INTERMEDIATES order
+            return out, [attended, attended_dropped, attended_sum, x, ffn, ffn_dropped, ffn_sum]
+        return out if cache is None else (out, cache)
 
-    def compute_output_spec(self, x, cache=None, **kwargs):
+    # What ``return_intermediates=True`` returns besides the output (the last
+    # ``-FeedForward-Norm``), named as bert4keras names its layers' outputs.
+    INTERMEDIATES = (
+        "MultiHeadSelfAttention", "MultiHeadSelfAttention-Dropout", "MultiHeadSelfAttention-Add",
+        "MultiHeadSelfAttention-Norm", "FeedForward", "FeedForward-Dropout", "FeedForward-Add",
+    )
+
+    def compute_output_spec(self, x, cache=None, return_intermediates=False, **kwargs):
         out = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
+        if return_intermediates:
+            return out, [keras.KerasTensor(x.shape, dtype=self.compute_dtype) for _ in self.INTERMEDIATES]
         return out if cache is None else (out, keras.KerasTensor(cache.shape, dtype=cache.dtype))
 
     def get_config(self):

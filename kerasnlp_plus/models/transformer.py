@@ -39,7 +39,8 @@ class SequenceMask(keras.layers.Layer):
     bert4keras' sequence outputs carry: a ``Loss`` layer's ``compute_loss(inputs, mask)``
     and a ``ConditionalRandomField`` read it to leave padding out. Its name makes a
     bert4keras layer name (``Transformer-%d-FeedForward-Norm``) reachable with
-    ``model.get_layer(name).output``. Call with ``[x, token_ids]``."""
+    ``model.get_layer(name).output``. Call with ``[x, token_ids]``; further inputs
+    (the block's named steps) are ignored, which keeps them on the model's path."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -109,8 +110,16 @@ class Transformer(keras.Model):
     one element if there is one, the second alone if there are two, and all but the
     first if there are more. ``application='lm'``/``'unilm'`` imply ``with_mlm=True``
     (as in bert4keras). Sequence outputs carry the Keras mask ``token_ids != 0``.
-    The output of every layer ``i`` is reachable as
-    ``model.get_layer('Transformer-%d-FeedForward-Norm' % i).output``.
+    bert4keras' layer names reach the same tensors as there with
+    ``model.get_layer(name).output``: ``Transformer-%d-MultiHeadSelfAttention`` and its
+    ``-Dropout``, ``-Add``, ``-Norm``, ``Transformer-%d-FeedForward`` and its ``-Dropout``,
+    ``-Add``, ``-Norm`` (the layer's output), for ALBERT too (one name per depth where
+    bert4keras reuses one layer: its ``get_output_at(i)``), ``Embedding-Token``,
+    ``-Segment``, ``-Norm``, ``-Dropout``, ``-Mapping``, ``Pooler``, ``Pooler-Dense``,
+    ``NSP-Proba``, ``MLM-Dense``, ``MLM-Norm``, ``MLM-Bias``, ``MLM-Activation``.
+    ``Embedding-Position`` holds the position table and outputs its rows; bert4keras'
+    output of that name (the sum of token, segment and position embeddings) is
+    ``model.get_layer('Embedding-Norm').input``.
 
     ``application``:
         ``'encoder'`` bidirectional; ``'lm'`` causal; ``'unilm'`` segment 0
@@ -291,9 +300,16 @@ class Transformer(keras.Model):
                 layer.supports_masking = True
         for depth, block in enumerate(self.blocks_by_depth):
             if application == "plm":
-                g = block(g, value=x, attention_mask=query_mask, position_ids=position_ids)
-            x = block(x, attention_mask=attention_mask, position_ids=position_ids)
-            x = SequenceMask(dtype=dtype, name=f"Transformer-{depth}-FeedForward-Norm")([x, token_ids])
+                # every call of a block returns the same structure: Keras' graph check
+                # sizes each call's outputs by the block's first call
+                g, _ = block(g, value=x, attention_mask=query_mask, position_ids=position_ids,
+                             return_intermediates=True)
+            x, steps = block(x, attention_mask=attention_mask, position_ids=position_ids, return_intermediates=True)
+            # bert4keras' layer names for the block's steps: pass-through layers that
+            # feed the layer's output tap, so they lie on the model's path
+            taps = [SequenceMask(dtype=dtype, name=f"Transformer-{depth}-{step}")([t, token_ids])
+                    for step, t in zip(TransformerBlock.INTERMEDIATES, steps)]
+            x = SequenceMask(dtype=dtype, name=f"Transformer-{depth}-FeedForward-Norm")([x, token_ids] + taps)
         sequence = g if application == "plm" else x
         # Kept for loss_positions_model (the head run at chosen positions only).
         self._sequence_output = sequence

@@ -15,9 +15,10 @@
 >>> segment_ids
 [0, 0, 0, 0, 1, 1, 1]
 """
+from kerasnlp_plus.tokenizers.base import TokenizerBase
 from kerasnlp_plus.tokenizers.pre_tokenizers import jieba_pre_tokenize
 from kerasnlp_plus.tokenizers.sentencepiece_tokenizer import SpTokenizer
 from kerasnlp_plus.tokenizers.vocab import load_vocab, save_vocab
 from kerasnlp_plus.tokenizers.wordpiece import Tokenizer
 
-__all__ = ["Tokenizer", "SpTokenizer", "load_vocab", "save_vocab", "jieba_pre_tokenize"]
+__all__ = ["Tokenizer", "SpTokenizer", "TokenizerBase", "load_vocab", "save_vocab", "jieba_pre_tokenize"]
