@@ -16,7 +16,6 @@ write no logs, checkpoints or exports.
 """
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -95,8 +94,6 @@ def make_optimizer(
 ):
     """Keras' ``AdamW`` or ``Lamb`` with warmup + linear decay, global-norm clipping,
     gradient accumulation, and no weight decay on LayerNorm parameters and biases."""
-    import keras
-
     schedule = WarmupLinearDecay(learning_rate, warmup_steps, total_steps)
     common = dict(
         learning_rate=schedule,
