@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
+from kerasnlp_plus.generation import Generator
 from kerasnlp_plus.models import build_transformer_model
-from kerasnlp_plus.snippets import sequence_padding
+from kerasnlp_plus.snippets import AutoRegressiveDecoder, sequence_padding
 
 END = 102  # [SEP] in the real vocabulary
 MAXLEN = 10
@@ -72,3 +73,34 @@ def unilm():
 @pytest.fixture(scope="module")
 def lm():
     return tiny_model("lm", end_bias=8.0)
+
+
+def seq2seq_decoder(model, maxlen=MAXLEN, default_rtype="probas", **kwargs):
+    """The uncached reference: bert4keras' AutoTitle predict (unilm) or its LM one."""
+    segment = 1 if model.application == "unilm" else 0
+
+    class Decoder(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype=default_rtype)
+        def predict(self, inputs, output_ids, states):
+            token_ids, segment_ids = inputs
+            token_ids = np.concatenate([token_ids, output_ids], 1)
+            segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, segment)], 1)
+            return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
+
+    return Decoder(**{"start_id": None, "end_id": END, "maxlen": maxlen, **kwargs})
+
+
+def assert_generator_matches_uncached(model, sources, jit_compile):
+    """The cached Generator returns exactly the uncached bert4keras decoder's beams
+    (beam 1 and 3), over beams that ended and beams cut at ``MAXLEN``."""
+    decoder = seq2seq_decoder(model)
+    generator = Generator(model, END, MAXLEN, jit_compile=jit_compile)
+    ended = unended = 0
+    for topk in (1, 3):
+        expected = [[int(t) for t in decoder.beam_search([t, s], topk=topk)] for t, s in sources]
+        got = generator.beam_search(padded(sources), topk=topk)
+        assert got == expected, (model.application, topk)
+        ended += sum(x[-1] == END for x in got)
+        unended += sum(x[-1] != END and len(x) == MAXLEN for x in got)
+    # The comparison covered beams that ended and beams cut at maxlen.
+    assert ended > 0 and unended > 0

@@ -8,30 +8,13 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from generation_fixtures import END, MAXLEN, TINY, padded
+from generation_fixtures import END, MAXLEN, TINY, assert_generator_matches_uncached, padded, seq2seq_decoder
 from generation_fixtures import abstracts, lm, sources, tokenizer, unilm  # noqa: F401  (fixtures)
-from generation_fixtures import tiny_model  # noqa: F401  (test_roformer.py imports it from here)
 
 from kerasnlp_plus.generation import Generator, Trie
 from kerasnlp_plus.models import build_transformer_model
-from kerasnlp_plus.snippets import AutoRegressiveDecoder
 
 JIT = dict(jit_compile=False)  # XLA compiles per shape; only the main equality test uses it
-
-
-def seq2seq_decoder(model, maxlen=MAXLEN, default_rtype="probas", **kwargs):
-    """The uncached reference: bert4keras' AutoTitle predict (unilm) or its LM one."""
-    segment = 1 if model.application == "unilm" else 0
-
-    class Decoder(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype=default_rtype)
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, segment)], 1)
-            return self.last_token(model).predict([token_ids, segment_ids], verbose=0)
-
-    return Decoder(**{"start_id": None, "end_id": END, "maxlen": maxlen, **kwargs})
 
 
 # --- the bert4keras title-generation script, only its imports changed ------------------------
@@ -70,17 +53,7 @@ def test_bert4keras_autotitle_script_runs_and_matches_generator(unilm, tokenizer
 @pytest.mark.parametrize("application", ["unilm", "lm"])
 def test_generator_beam_search_equals_uncached_decoder(application, request, sources):
     model = request.getfixturevalue(application)
-    decoder = seq2seq_decoder(model)
-    generator = Generator(model, END, MAXLEN, jit_compile=application == "unilm")  # both graph kinds
-    ended = unended = 0
-    for topk in (1, 3):
-        expected = [[int(t) for t in decoder.beam_search([t, s], topk=topk)] for t, s in sources]
-        got = generator.beam_search(padded(sources), topk=topk)
-        assert got == expected, (application, topk)
-        ended += sum(x[-1] == END for x in got)
-        unended += sum(x[-1] != END and len(x) == MAXLEN for x in got)
-    # The comparison covered beams that ended and beams cut at maxlen.
-    assert ended > 0 and unended > 0
+    assert_generator_matches_uncached(model, sources, jit_compile=application == "unilm")  # both graph kinds
 
 
 def test_cached_steps_equal_full_forward_on_padded_batch(unilm, sources):

@@ -20,12 +20,9 @@ from reference import (
     write_config,
     write_google_checkpoint,
 )
-from test_generation import (  # noqa: F401  (fixtures: tokenizer, abstracts, sources)
-    END,
-    MAXLEN,
+from generation_fixtures import (  # noqa: F401  (fixtures: tokenizer, abstracts, sources)
     abstracts,
-    padded,
-    seq2seq_decoder,
+    assert_generator_matches_uncached,
     sources,
     tiny_model,
     tokenizer,
@@ -35,7 +32,6 @@ from test_numerics import batch, visible_mask  # noqa: F401  (batch is a fixture
 
 from kerasnlp_plus import masks
 from kerasnlp_plus.checkpoints import save_google_checkpoint, save_huggingface
-from kerasnlp_plus.generation import Generator
 from kerasnlp_plus.layers.rotary import apply_rotary
 from kerasnlp_plus.models import build_transformer_model
 
@@ -342,13 +338,4 @@ def test_cached_incremental_equals_full_pass(application, scale):
 @pytest.mark.parametrize("application", ["unilm", "lm"])
 def test_generator_beam_search_equals_uncached_decoder(application, sources):  # noqa: F811
     model = tiny_model(application, end_bias=9.0 if application == "unilm" else 8.0, model="roformer")
-    decoder = seq2seq_decoder(model)
-    generator = Generator(model, END, MAXLEN, jit_compile=False)
-    ended = unended = 0
-    for topk in (1, 3):
-        expected = [[int(t) for t in decoder.beam_search([t, s], topk=topk)] for t, s in sources]
-        got = generator.beam_search(padded(sources), topk=topk)
-        assert got == expected, (application, topk)
-        ended += sum(x[-1] == END for x in got)
-        unended += sum(x[-1] != END and len(x) == MAXLEN for x in got)
-    assert ended > 0 and unended > 0
+    assert_generator_matches_uncached(model, sources, jit_compile=False)
