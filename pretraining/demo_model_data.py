@@ -148,6 +148,7 @@ def main(argv=None):
     # Gap sentences from the news only: the reviews are too short and too colloquial.
     with open(data / "corpus" / "CLUECorpusSmall_sampled.txt", encoding="utf-8", errors="replace") as f:
         gsg = [pair for line in f if line.strip() for pair in gap_sentence_pairs(line.strip().replace("\t", " "))]
+    gsg = clean(gsg, "gap_sentence")
     counts["gap_sentence_pairs"] = len(gsg)
     docs += [f"{t}。{x}" for t, x in lcsts + csl_train]
     pairs = lcsts + csl_train
