@@ -24,7 +24,7 @@ from kerasnlp_plus.pretraining.masking import (
 )
 from kerasnlp_plus.pretraining.packing import document_units, pack_documents
 from kerasnlp_plus.pretraining.text import read_documents
-from kerasnlp_plus.utils import atomic_path, atomic_write_text
+from kerasnlp_plus.utils import atomic_path, atomic_write_text, file_sha256
 
 logger = logging.getLogger("kerasnlp_plus.pretraining")
 
@@ -77,16 +77,6 @@ def config_fingerprint(config):
 
     keep = {k: v for k, v in config.items() if k != "output_dir"}
     return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shard_done(path, fingerprint=None):

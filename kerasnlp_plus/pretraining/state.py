@@ -36,7 +36,7 @@ import re
 import shutil
 import tempfile
 
-from kerasnlp_plus.utils import atomic_path, atomic_write_text
+from kerasnlp_plus.utils import atomic_path, atomic_write_text, file_sha256
 
 logger = logging.getLogger("kerasnlp_plus.pretraining")
 
@@ -68,14 +68,6 @@ def is_disk_full(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_file(path):
@@ -158,7 +150,7 @@ def save_state(net, backup_dir, step, extra=None):
             "step": int(step),
             "seed_generators": [[int(x) for x in v.numpy().reshape(-1)] for v in seed_generator_variables(net)],
             "weights_bytes": os.path.getsize(weights),
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": file_sha256(weights),
         }
         state.update(extra or {})
         atomic_write_text(os.path.join(tmp, STATE_NAME), json.dumps(state, indent=1), fsync=True)
@@ -214,7 +206,7 @@ def find_state(backup_dir):
     if not gfile.exists(weights):
         raise StateError(f"saved state {folder} has no {WEIGHTS_NAME}; {advice}")
     size = gfile.stat(weights).length
-    digest = _sha256(weights) if not remote else hashlib.sha256(gfile.GFile(weights, "rb").read()).hexdigest()
+    digest = file_sha256(weights) if not remote else hashlib.sha256(gfile.GFile(weights, "rb").read()).hexdigest()
     if size != state.get("weights_bytes") or digest != state.get("weights_sha256"):
         raise StateError(
             f"saved weights {weights} are damaged ({size} bytes, expected {state.get('weights_bytes')}, "

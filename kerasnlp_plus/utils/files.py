@@ -2,6 +2,7 @@
 ``os.replace``. A crash or an error at any point leaves either the old file or the new
 one, whole, and never a stray temporary file after an error."""
 import contextlib
+import hashlib
 import os
 import tempfile
 
@@ -70,3 +71,13 @@ def atomic_write_text(path, text, encoding="utf-8", fsync=False):
     """Write ``text`` to ``path`` atomically (``\\n`` line ends kept as written)."""
     with atomic_write(path, "w", encoding=encoding, newline="\n", fsync=fsync) as f:
         f.write(text)
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (shard manifests and resume
+    state both record it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
