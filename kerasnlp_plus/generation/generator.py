@@ -49,7 +49,7 @@ from keras import ops
 from kerasnlp_plus import masks
 from kerasnlp_plus.generation import validation
 from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
-from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.program import beam_program, sample_program, trie_tensors
 from kerasnlp_plus.generation.selection import beam_candidates, beam_step, sample_from, select_topk
 from kerasnlp_plus.generation.trie import Trie
 from kerasnlp_plus.generation.validation import check_int
@@ -426,10 +426,13 @@ class Generator:
         jit = self.jit_compile if jit_compile is None else jit_compile
         key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
         if key not in self._programs:
-            # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
-            # then the loop runs as a graph and each model step as an XLA cluster.
+            # The loop runs as a graph and each model step as its own XLA program:
+            # compiling the whole loop with XLA cost minutes on a first call (on 2
+            # loaded cores) and its steps ran ~2x slower than the separately compiled
+            # step; the trie lookup (ragged ranges, binary search) is not
+            # XLA-compilable anyway.
             program = beam_program(
-                self, topk, min_ends, float(temperature), with_trie, jit_steps=with_trie and jit,
+                self, topk, min_ends, float(temperature), with_trie, jit_steps=jit,
                 with_node_scores=with_node_scores,
             )
             signature = [
@@ -446,9 +449,9 @@ class Generator:
                 ]
             if with_node_scores:
                 signature.append(tf.TensorSpec([None, None], tf.float64, name="node_scores"))
-            self._programs[key] = tf.function(
-                program, input_signature=signature, jit_compile=jit and not with_trie, autograph=False
-            )
+            self._programs[key] = _traced_once(tf.function(
+                program, input_signature=signature, jit_compile=False, autograph=False
+            ))
         return self._programs[key]
 
     def _trie_tensors(self, trie):
@@ -495,6 +498,39 @@ class Generator:
         program = self._program(topk, min_ends, temperature, trie is not None, with_node_scores=node_scores is not None)
         ids, lengths, scores = program(*args)
         return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
+
+    def _sampler(self, n, topk, topp, temperature, min_ends, with_trie):
+        """The ``tf.function`` of ``random_sample``, traced once per key (shapes dynamic)."""
+        topk = None if topk is None else min(int(topk), self.vocab_size)  # above: every id
+        topp = None if topp is None else float(topp)
+        key = ("sample", int(n), topk, topp, float(temperature), int(min_ends), bool(with_trie), self.jit_compile)
+        if key not in self._programs:
+            program = sample_program(self, n, topk, topp, float(temperature), min_ends, with_trie,
+                                     jit_steps=self.jit_compile)
+            signature = [
+                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+                tf.TensorSpec([], tf.int64, name="seed"),
+            ]
+            if with_trie:
+                signature += [
+                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
+                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
+                    tf.TensorSpec([None], tf.int32, name="trie_children"),
+                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
+                ]
+            self._programs[key] = _traced_once(tf.function(program, input_signature=signature, jit_compile=False,
+                                                           autograph=False))
+        return self._programs[key]
+
+    def _run_sampler(self, inputs, n, topk, topp, temperature, min_ends, trie, seed):
+        token_ids, segment_ids, batch = self._bucketed(inputs)
+        args = [tf.constant(token_ids), tf.constant(segment_ids), tf.constant(int(seed) % 2**63, tf.int64)]
+        if trie is not None:
+            args += list(self._trie_tensors(trie))
+        ids, lengths = self._sampler(n, topk, topp, temperature, min_ends, trie is not None)(*args)
+        rows = [[int(t) for t in row[:k]] for row, k in zip(ids.numpy()[:batch * n], lengths.numpy())]
+        return [rows[b * n:(b + 1) * n] for b in range(batch)]
 
     def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
         """Write a SavedModel of :meth:`beam_search` (``topk`` beams) to ``path``.
@@ -652,6 +688,11 @@ class Generator:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        if prefix_allowed_tokens is None and not self.no_repeat_ngram_size and (
+                trie is None or (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys)):
+            # an int seed is the program's seed as given; else one drawn from the generator
+            program_seed = seed if isinstance(seed, (int, np.integer)) else int(rng.integers(2**62))
+            return self._run_sampler(inputs, n, topk, topp, temperature, min_ends, trie, program_seed)
         session, batch, first = self._start(inputs, n, temperature, "probas")
         rows = batch * n
         outputs = [list(first) for _ in range(rows)]
@@ -729,6 +770,16 @@ class _Session:
             self.rtype,
         )
         self.scores = np.asarray(scores)
+
+
+def _traced_once(function):
+    """``function`` (a full ``input_signature``: it traces once) without TensorFlow's
+    frequent-retracing warning. That detector counts traces per Python code object,
+    across ``tf.function`` instances: every program of every Generator in a process
+    shares one, so a few fresh Generators (or keys) read as retracing although each
+    function traces once (``tests/test_generation_program.py`` checks the counts)."""
+    function._omit_frequent_tracing_warning = True
+    return function
 
 
 def _as_batch(x, name, length=None):
