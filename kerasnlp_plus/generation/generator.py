@@ -2,11 +2,11 @@
 
 :class:`Generator` encodes a padded batch of sources once, then feeds only the newest
 token of every beam (or sample) through the key/value cache, one compiled step per
-token. Beam search and greedy decoding run as one compiled program
+token. Beam search, greedy decoding and sampling run as one compiled program
 (:mod:`kerasnlp_plus.generation.program`: a ``tf.while_loop`` on device, the trie as a
 CSR automaton, the sources' keys/values kept once per source and only the generated
 slots gathered by beam parent). The host loop (callbacks, n-gram bans, length
-penalty, sampling) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
+penalty) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
 each step gathers the rows by beam parent, writes the new keys/values at the next slot
 and attends over the source's real tokens plus the generated slots. A row of a padded
 batch with ``n`` real source tokens gives its generated token ``t`` the position
@@ -75,7 +75,8 @@ class Generator:
             ``length_penalty != 0``); False requires ``length_penalty == 0``.
         no_repeat_ngram_size: n > 0 forbids repeating any n-gram of the output.
         segment_id: segment of the generated tokens (default 1 for unilm, 0 for lm).
-        jit_compile: compile the prefill and step functions with XLA.
+        jit_compile: compile each model step with XLA (the decoding loop itself
+            runs as a TensorFlow graph; the host loop's prefill too).
         length_bucket: pad the source length up to a multiple of this (padding is
             masked, results are unchanged) so batches of similar lengths reuse one
             compiled graph instead of retracing per padded length.
@@ -95,7 +96,9 @@ class Generator:
     ``length_penalty != 0`` / ``keep_finished`` and tries above
     ``device_trie_max_keys`` run the step-by-step host loop, with identical results.
     The program is traced once per (topk, min_ends, temperature, trie or not) with
-    dynamic shapes; XLA then compiles once per (batch bucket, length bucket).
+    dynamic shapes; XLA then compiles the step once per (batch bucket, length
+    bucket). :meth:`random_sample` runs as a compiled program too, unless it has
+    ``prefix_allowed_tokens`` or ``no_repeat_ngram_size``.
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -427,9 +430,9 @@ class Generator:
         key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
         if key not in self._programs:
             # The loop runs as a graph and each model step as its own XLA program:
-            # compiling the whole loop with XLA cost minutes on a first call (on 2
-            # loaded cores) and its steps ran ~2x slower than the separately compiled
-            # step; the trie lookup (ragged ranges, binary search) is not
+            # compiling the whole loop with XLA took minutes on a first call (2
+            # loaded cores) and ran ~5x slower warm on a batch of 8 (bench/decode.py,
+            # README); the trie lookup (ragged ranges, binary search) is not
             # XLA-compilable anyway.
             program = beam_program(
                 self, topk, min_ends, float(temperature), with_trie, jit_steps=jit,
@@ -679,6 +682,12 @@ class Generator:
         reaching probability ``topp`` (both as bert4keras); ``seed`` an int or a
         ``numpy.random.Generator``; ``trie`` / ``prefix_allowed_tokens`` as in
         :meth:`beam_search`.
+
+        Without ``prefix_allowed_tokens`` / ``no_repeat_ngram_size`` (and with a
+        trie of at most ``device_trie_max_keys`` keys) sampling runs as one compiled
+        program with stateless random ops: an int ``seed`` gives the same samples
+        on every call (a ``numpy.random.Generator`` or None: a seed drawn from it).
+        The host loop draws from the same distribution with another random stream.
         """
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("n", n, min_ends, temperature)

@@ -16,7 +16,15 @@ step's mask, and the child of the chosen id is found by a binary search over the
 sorted ``node * vocab + label`` edge keys. A node without continuation (or a
 prefix that left the trie) may only take ``end_id``, as in the host loop.
 
-The program has no Python state, so it can be traced into a SavedModel
+The loop is a graph ``tf.while_loop``; with ``jit_steps`` each cached model step is
+its own XLA program (compiled once per shape class), so a first call costs a trace
+and one small compile rather than compiling the whole loop.
+
+:func:`sample_program` is ``random_sample`` in the same form: top-k / top-p
+filtering (:func:`filter_probas`) and an inverse-CDF draw with stateless random ops
+seeded by ``(seed, step)``.
+
+The programs have no Python state, so they can be traced into a SavedModel
 (:meth:`Generator.export`).
 """
 import numpy as np
