@@ -101,7 +101,8 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
     prefill of the sources and the cached step shared by the programs; ``copies``
     rows (beams or samples) per source, ``rtype`` ``'logits'`` (log-probabilities)
     or ``'probas'``. ``step(tokens, parents, cache, column) -> (scores, cache)``
-    gathers the rows by ``parents`` and feeds ``tokens`` at output column ``column``.
+    gathers the rows by ``parents`` (None: rows stay in place, no gather on the
+    lean cache) and feeds ``tokens`` at output column ``column``.
     ``scores`` are the first generated token's, one row per copy."""
     model = generator.model
     K = int(copies)
@@ -114,13 +115,16 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
     segment_id = generator.segment_id
 
     def full_step(tokens, parents, cache, column, positions, source_valid, source_length):
+        if parents is None:
+            parents = tf.range(tf.shape(tokens)[0])
         return generator._step(
             tokens, parents, cache, source_length + column, positions, source_valid, source_length,
             temperature, rtype,
         )
 
     def lean_step(tokens, parents, cache, column, positions, source_cache, source_valid):
-        cache = tf.gather(cache, parents, axis=1)  # the generated slots only
+        if parents is not None:
+            cache = tf.gather(cache, parents, axis=1)  # the generated slots only
         generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
         visible = tf.concat([source_valid, generated], axis=1)[:, None, :]
         hidden, cache = model.call_with_cache(
@@ -344,7 +348,6 @@ def sample_program(generator, n, topk, topp, temperature, min_ends, with_trie, j
             offsets, labels, children, edge_keys = trie
         probas, cache, step = start(token_ids, segment_ids)
         rows = tf.shape(token_ids)[0] * int(n)
-        own = tf.range(rows)
         column = tf.range(maxlen)[None, :]
         seed = tf.cast(seed, tf.int64)
         state = dict(
@@ -385,7 +388,7 @@ def sample_program(generator, n, topk, topp, temperature, min_ends, with_trie, j
             more = tf.logical_and(i + 1 < maxlen, tf.logical_not(tf.reduce_all(out["done"])))
 
             def advance():
-                return step(token, own, s["cache"], n_first + i)
+                return step(token, None, s["cache"], n_first + i)  # samples never change rows
 
             out["probas"], out["cache"] = tf.cond(more, advance, lambda: (s["probas"], s["cache"]))
             return (out,)
