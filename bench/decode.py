@@ -15,8 +15,9 @@ Then the trie overhead: the Generator run again under a ``Trie`` of ``--trie-key
 random keys plus the paths generated above (so the constrained search is not cut
 short), reported per decoding step against the unconstrained run.
 
-Ours is reported cold (a fresh Generator: tracing and XLA compilation included) for
-batches of 1, 6 and 8 and warm for 1 and 8, then the per-step time (32 steps minus 1
+Ours is reported cold (a fresh Generator: tracing and the step's XLA compilation
+included) and warm for batches of 1, 6 and 8, in both step modes (each step
+XLA-compiled, and no XLA; the loop is a graph ``tf.while_loop`` in both), then the per-step time (32 steps minus 1
 step, over 31) against a floor measured on this machine: the bytes a step must touch
 (every weight once, the source keys/values once per source, the generated ones per
 beam) over the measured memory bandwidth, and its FLOPs over the measured matmul rate;
@@ -70,7 +71,8 @@ def main():
     parser.add_argument("--baseline-examples", type=int, default=None,
                         help="run the slow baseline on only this many sources and extrapolate")
     parser.add_argument("--trie-keys", type=int, default=100_000)
-    parser.add_argument("--no-jit", action="store_true", help="Generator without XLA")
+    parser.add_argument("--no-jit", action="store_true",
+                        help="per-step, full-cache and trie figures without XLA (cold/warm show both modes)")
     parser.add_argument("--repeats", type=int, default=3, help="timed Generator runs (best kept)")
     args = parser.parse_args()
 
@@ -103,37 +105,40 @@ def main():
     note = "" if n_base == len(sources) else f" (measured on {n_base}, scaled to {len(sources)})"
     print(f"uncached AutoRegressiveDecoder, one source at a time: {t_base:.2f} s{note}")
 
-    # --- Generator: cold (fresh Generator: trace + XLA compile included), then warm --------
-    def make():
-        return Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps, jit_compile=not args.no_jit)
+    # --- Generator: cold (fresh Generator: trace + step compile included), then warm -------
+    # Both step modes: each model step XLA-compiled on its own (jit_compile=True) and
+    # plain TensorFlow kernels (jit_compile=False); the loop is a graph in both.
+    def make(jit=not args.no_jit):
+        return Generator(model, end_id=end_id, maxlen=args.steps, minlen=args.steps, jit_compile=jit)
 
     def timed(generator, batch, **kwargs):
         t0 = time.perf_counter()
         out = generator.beam_search([token_ids[:batch], segment_ids[:batch]], topk=args.topk, **kwargs)
         return time.perf_counter() - t0, out
 
-    cold = {}
-    for batch in (1, 6, len(sources)):
-        if batch <= len(sources):
-            cold[batch], _ = timed(make(), batch)
-    generator = make()
-    warm, outputs = {}, {}
-    for batch in (1, len(sources)):
-        timed(generator, batch)  # compile this shape class
-        runs = [timed(generator, batch) for _ in range(args.repeats)]
-        warm[batch] = min(t for t, _ in runs)
-        outputs[batch] = runs[0][1]
-    generated = outputs[len(sources)]
-    same = sum(a == b for a, b in zip(baseline, generated))
+    batches = sorted({b for b in (1, 6, len(sources)) if b <= len(sources)})
     base_per_source = t_base / len(sources)
-    print(f"\n{'':28s}{'bert4keras':>12s}{'ours cold':>12s}{'ours warm':>12s}{'cold x':>9s}{'warm x':>9s}")
-    for batch in sorted(cold):
-        b4k = base_per_source * batch  # one source at a time: linear in the batch
-        w = warm.get(batch)
-        print(f"{'batch of %d' % batch:28s}{b4k:11.2f}s{cold[batch]:11.2f}s"
-              + (f"{w:11.3f}s" if w else f"{'-':>12s}") + f"{b4k / cold[batch]:8.1f}x"
-              + (f"{b4k / w:8.1f}x" if w else f"{'-':>9s}"))
-    print(f"identical outputs to bert4keras on the {n_base} baseline sources (length penalty 0): {same}/{n_base}")
+    for jit in (True, False):
+        cold, warm, outputs = {}, {}, {}
+        for batch in batches:
+            cold[batch], _ = timed(make(jit), batch)
+        warm_generator = make(jit)
+        for batch in batches:
+            timed(warm_generator, batch)  # compile this shape class
+            runs = [timed(warm_generator, batch) for _ in range(args.repeats)]
+            warm[batch] = min(t for t, _ in runs)
+            outputs[batch] = runs[0][1]
+        if jit == (not args.no_jit):
+            generator, generated = warm_generator, outputs[len(sources)]
+        same = sum(a == b for a, b in zip(baseline, outputs[len(sources)]))
+        mode = "each step XLA-compiled (jit_compile=True)" if jit else "no XLA (jit_compile=False)"
+        print(f"\nGenerator, graph loop, {mode}:")
+        print(f"{'':28s}{'bert4keras':>12s}{'ours cold':>12s}{'ours warm':>12s}{'cold x':>9s}{'warm x':>9s}")
+        for batch in batches:
+            b4k = base_per_source * batch  # one source at a time: linear in the batch
+            print(f"{'batch of %d' % batch:28s}{b4k:11.2f}s{cold[batch]:11.2f}s{warm[batch]:11.3f}s"
+                  f"{b4k / cold[batch]:8.1f}x{b4k / warm[batch]:8.1f}x")
+        print(f"identical outputs to bert4keras on the {n_base} baseline sources (length penalty 0): {same}/{n_base}")
 
     # --- per-step time against this machine's floor ----------------------------------------
     step_times = {}
@@ -167,7 +172,6 @@ def main():
         print(f"batch of {batch}: step {1000 * step_times[batch]:.2f} ms; floor {1000 * floor:.2f} ms "
               f"({nbytes / 2**20:.0f} MiB touched -> {1000 * nbytes / bandwidth:.2f} ms, "
               f"{flops / 1e9:.2f} GFLOP -> {1000 * flops / flops_rate:.2f} ms); ratio {step_times[batch] / floor:.2f}x")
-    t_gen = warm[len(sources)]
 
     # --- trie overhead -----------------------------------------------------------------------
     rng = np.random.default_rng(0)

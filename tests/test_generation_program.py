@@ -167,3 +167,75 @@ def test_lookahead_node_scores_steer_to_the_best_covering_key(lm, sources):
     assert generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=0 * scores) == plain
     with pytest.raises(ValueError, match="node_scores has shape"):
         generator.beam_search(padded(sources), topk=2, trie=trie, node_scores=scores[:, :3])
+
+
+# --- compiled sampling -------------------------------------------------------------------
+def host_distribution(probas, topk, topp):
+    """The host sampler's own distribution over the vocabulary for each row:
+    ``sample_from`` run with a ``choice`` that records the probabilities it is given
+    and picks candidate ``j``, for every ``j`` (which id candidate ``j`` is)."""
+    from kerasnlp_plus.generation.selection import sample_from
+
+    out = np.zeros_like(probas, dtype=np.float64)
+    for r in range(len(probas)):
+        seen = {}
+
+        def pick(j):
+            def choice(size, p):
+                seen["p"] = p
+                return j
+            return sample_from(probas[r:r + 1], topk, topp, choice)[0]
+
+        pick(0)
+        for j in np.flatnonzero(seen["p"]):  # the candidates of non-zero probability
+            out[r, pick(j)] += seen["p"][j]
+    return out
+
+
+@pytest.mark.parametrize("topk,topp", [(None, None), (3, None), (None, 0.7), (5, 0.6), (40, None), (1, 0.5)])
+def test_compiled_filter_equals_the_host_samplers_distribution(topk, topp):
+    import tensorflow as tf
+
+    from kerasnlp_plus.generation.program import filter_probas
+
+    rng = np.random.default_rng(11)
+    probas = rng.dirichlet(np.full(12, 0.7), size=5).astype("float32")  # distinct values: no ties
+    expected = host_distribution(probas, topk, topp)
+    ids, probs = filter_probas(tf.constant(probas), topk, topp)
+    got = probs.numpy() if ids is None else np.zeros_like(expected)
+    if ids is not None:
+        np.put_along_axis(got, ids.numpy(), probs.numpy(), axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    if topk is not None:
+        assert ((expected > 0).sum(axis=1) <= topk).all()
+    if topp is not None and topk is None:
+        assert ((expected > 0).sum(axis=1) < 12).all()  # the nucleus left some ids out
+
+
+def test_compiled_sampling_is_seeded_and_samples_the_filtered_distribution(unilm, sources):
+    generator = Generator(unilm, END, MAXLEN, jit_compile=False)
+    inputs = padded(sources)
+    first = generator.random_sample(inputs, n=3, topk=50, seed=7)
+    assert first == generator.random_sample(inputs, n=3, topk=50, seed=7)
+    assert first != generator.random_sample(inputs, n=3, topk=50, seed=8)
+    assert all(key[0] == "sample" for key in generator._programs)  # the compiled sampler ran
+    # The first token's distribution: many one-token samples of one source against
+    # the host sampler's distribution over the model's probabilities.
+    one_token = Generator(unilm, END, 1, jit_compile=False)
+    source = [inputs[0][:1], inputs[1][:1]]
+    session, _, _ = one_token._start(source, 1, 1.0, "probas")
+    probas = session.scores.astype("float64")
+    n = 3000
+    for topk, topp, dof_critical in ((5, None, 18.47), (None, 0.3, None)):
+        expected = host_distribution(probas.astype("float32"), topk, topp)[0]
+        support = np.flatnonzero(expected)
+        samples = [s[0] for s in one_token.random_sample(source, n=n, topk=topk, topp=topp, seed=3)[0]]
+        counts = np.bincount(samples, minlength=len(expected))
+        assert set(np.flatnonzero(counts)) <= set(support)  # top-k / top-p restrict the support
+        big = support[expected[support] * n >= 5]  # chi-square over the ids with enough mass
+        chi2 = (((counts[big] - n * expected[big]) ** 2) / (n * expected[big])).sum()
+        # 18.47: the 0.999 quantile of chi-square with 4 degrees of freedom (top 5 ids);
+        # otherwise the usual 0.999 approximation df + 3.1 * sqrt(2 df) + 2.
+        dof = len(big) - 1
+        critical = dof_critical or dof + 3.1 * np.sqrt(2 * dof) + 2
+        assert dof >= 1 and chi2 < critical, (topk, topp, chi2, dof)

@@ -2,11 +2,11 @@
 
 :class:`Generator` encodes a padded batch of sources once, then feeds only the newest
 token of every beam (or sample) through the key/value cache, one compiled step per
-token. Beam search and greedy decoding run as one compiled program
+token. Beam search, greedy decoding and sampling run as one compiled program
 (:mod:`kerasnlp_plus.generation.program`: a ``tf.while_loop`` on device, the trie as a
 CSR automaton, the sources' keys/values kept once per source and only the generated
 slots gathered by beam parent). The host loop (callbacks, n-gram bans, length
-penalty, sampling) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
+penalty) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
 each step gathers the rows by beam parent, writes the new keys/values at the next slot
 and attends over the source's real tokens plus the generated slots. A row of a padded
 batch with ``n`` real source tokens gives its generated token ``t`` the position
@@ -49,7 +49,7 @@ from keras import ops
 from kerasnlp_plus import masks
 from kerasnlp_plus.generation import validation
 from kerasnlp_plus.generation.constraints import apply_mask, constraint_mask, make_allowed_fn
-from kerasnlp_plus.generation.program import beam_program, trie_tensors
+from kerasnlp_plus.generation.program import beam_program, sample_program, trie_tensors
 from kerasnlp_plus.generation.selection import beam_candidates, beam_step, sample_from, select_topk
 from kerasnlp_plus.generation.trie import Trie
 from kerasnlp_plus.generation.validation import check_int
@@ -75,7 +75,8 @@ class Generator:
             ``length_penalty != 0``); False requires ``length_penalty == 0``.
         no_repeat_ngram_size: n > 0 forbids repeating any n-gram of the output.
         segment_id: segment of the generated tokens (default 1 for unilm, 0 for lm).
-        jit_compile: compile the prefill and step functions with XLA.
+        jit_compile: compile each model step with XLA (the decoding loop itself
+            runs as a TensorFlow graph; the host loop's prefill too).
         length_bucket: pad the source length up to a multiple of this (padding is
             masked, results are unchanged) so batches of similar lengths reuse one
             compiled graph instead of retracing per padded length.
@@ -95,7 +96,9 @@ class Generator:
     ``length_penalty != 0`` / ``keep_finished`` and tries above
     ``device_trie_max_keys`` run the step-by-step host loop, with identical results.
     The program is traced once per (topk, min_ends, temperature, trie or not) with
-    dynamic shapes; XLA then compiles once per (batch bucket, length bucket).
+    dynamic shapes; XLA then compiles the step once per (batch bucket, length
+    bucket). :meth:`random_sample` runs as a compiled program too, unless it has
+    ``prefix_allowed_tokens`` or ``no_repeat_ngram_size``.
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -426,10 +429,13 @@ class Generator:
         jit = self.jit_compile if jit_compile is None else jit_compile
         key = (int(topk), int(min_ends), float(temperature), bool(with_trie), jit, bool(with_node_scores))
         if key not in self._programs:
-            # The trie lookup (ragged ranges, binary search) is not XLA-compilable:
-            # then the loop runs as a graph and each model step as an XLA cluster.
+            # The loop runs as a graph and each model step as its own XLA program:
+            # compiling the whole loop with XLA took minutes on a first call (2
+            # loaded cores) and ran ~5x slower warm on a batch of 8 (bench/decode.py,
+            # README); the trie lookup (ragged ranges, binary search) is not
+            # XLA-compilable anyway.
             program = beam_program(
-                self, topk, min_ends, float(temperature), with_trie, jit_steps=with_trie and jit,
+                self, topk, min_ends, float(temperature), with_trie, jit_steps=jit,
                 with_node_scores=with_node_scores,
             )
             signature = [
@@ -446,9 +452,9 @@ class Generator:
                 ]
             if with_node_scores:
                 signature.append(tf.TensorSpec([None, None], tf.float64, name="node_scores"))
-            self._programs[key] = tf.function(
-                program, input_signature=signature, jit_compile=jit and not with_trie, autograph=False
-            )
+            self._programs[key] = _traced_once(tf.function(
+                program, input_signature=signature, jit_compile=False, autograph=False
+            ))
         return self._programs[key]
 
     def _trie_tensors(self, trie):
@@ -495,6 +501,39 @@ class Generator:
         program = self._program(topk, min_ends, temperature, trie is not None, with_node_scores=node_scores is not None)
         ids, lengths, scores = program(*args)
         return ids.numpy()[:batch], lengths.numpy()[:batch], scores.numpy()[:batch]
+
+    def _sampler(self, n, topk, topp, temperature, min_ends, with_trie):
+        """The ``tf.function`` of ``random_sample``, traced once per key (shapes dynamic)."""
+        topk = None if topk is None else min(int(topk), self.vocab_size)  # above: every id
+        topp = None if topp is None else float(topp)
+        key = ("sample", int(n), topk, topp, float(temperature), int(min_ends), bool(with_trie), self.jit_compile)
+        if key not in self._programs:
+            program = sample_program(self, n, topk, topp, float(temperature), min_ends, with_trie,
+                                     jit_steps=self.jit_compile)
+            signature = [
+                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+                tf.TensorSpec([], tf.int64, name="seed"),
+            ]
+            if with_trie:
+                signature += [
+                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
+                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
+                    tf.TensorSpec([None], tf.int32, name="trie_children"),
+                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
+                ]
+            self._programs[key] = _traced_once(tf.function(program, input_signature=signature, jit_compile=False,
+                                                           autograph=False))
+        return self._programs[key]
+
+    def _run_sampler(self, inputs, n, topk, topp, temperature, min_ends, trie, seed):
+        token_ids, segment_ids, batch = self._bucketed(inputs)
+        args = [tf.constant(token_ids), tf.constant(segment_ids), tf.constant(int(seed) % 2**63, tf.int64)]
+        if trie is not None:
+            args += list(self._trie_tensors(trie))
+        ids, lengths = self._sampler(n, topk, topp, temperature, min_ends, trie is not None)(*args)
+        rows = [[int(t) for t in row[:k]] for row, k in zip(ids.numpy()[:batch * n], lengths.numpy())]
+        return [rows[b * n:(b + 1) * n] for b in range(batch)]
 
     def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
         """Write a SavedModel of :meth:`beam_search` (``topk`` beams) to ``path``.
@@ -643,6 +682,12 @@ class Generator:
         reaching probability ``topp`` (both as bert4keras); ``seed`` an int or a
         ``numpy.random.Generator``; ``trie`` / ``prefix_allowed_tokens`` as in
         :meth:`beam_search`.
+
+        Without ``prefix_allowed_tokens`` / ``no_repeat_ngram_size`` (and with a
+        trie of at most ``device_trie_max_keys`` keys) sampling runs as one compiled
+        program with stateless random ops: an int ``seed`` gives the same samples
+        on every call (a ``numpy.random.Generator`` or None: a seed drawn from it).
+        The host loop draws from the same distribution with another random stream.
         """
         validation.check_generator_call(self, inputs, topk=topk)
         self._check_common("n", n, min_ends, temperature)
@@ -652,6 +697,11 @@ class Generator:
             raise ValueError(f"topp must be in (0, 1], got {topp!r}")
         allowed_fn = make_allowed_fn(trie, prefix_allowed_tokens)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        if prefix_allowed_tokens is None and not self.no_repeat_ngram_size and (
+                trie is None or (isinstance(trie, Trie) and len(trie) <= self.device_trie_max_keys)):
+            # an int seed is the program's seed as given; else one drawn from the generator
+            program_seed = seed if isinstance(seed, (int, np.integer)) else int(rng.integers(2**62))
+            return self._run_sampler(inputs, n, topk, topp, temperature, min_ends, trie, program_seed)
         session, batch, first = self._start(inputs, n, temperature, "probas")
         rows = batch * n
         outputs = [list(first) for _ in range(rows)]
@@ -729,6 +779,16 @@ class _Session:
             self.rtype,
         )
         self.scores = np.asarray(scores)
+
+
+def _traced_once(function):
+    """``function`` (a full ``input_signature``: it traces once) without TensorFlow's
+    frequent-retracing warning. That detector counts traces per Python code object,
+    across ``tf.function`` instances: every program of every Generator in a process
+    shares one, so a few fresh Generators (or keys) read as retracing although each
+    function traces once (``tests/test_generation_program.py`` checks the counts)."""
+    function._omit_frequent_tracing_warning = True
+    return function
 
 
 def _as_batch(x, name, length=None):

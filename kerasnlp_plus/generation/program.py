@@ -16,7 +16,15 @@ step's mask, and the child of the chosen id is found by a binary search over the
 sorted ``node * vocab + label`` edge keys. A node without continuation (or a
 prefix that left the trie) may only take ``end_id``, as in the host loop.
 
-The program has no Python state, so it can be traced into a SavedModel
+The loop is a graph ``tf.while_loop``; with ``jit_steps`` each cached model step is
+its own XLA program (compiled once per shape class), so a first call costs a trace
+and one small compile rather than compiling the whole loop.
+
+:func:`sample_program` is ``random_sample`` in the same form: top-k / top-p
+filtering (:func:`filter_probas`) and an inverse-CDF draw with stateless random ops
+seeded by ``(seed, step)``.
+
+The programs have no Python state, so they can be traced into a SavedModel
 (:meth:`Generator.export`).
 """
 import numpy as np
@@ -88,24 +96,17 @@ def _child(node, token, children, edge_keys, vocab_size):
     return tf.reshape(child, tf.shape(node))
 
 
-def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=False, with_node_scores=False):
-    """The traceable beam search of ``generator`` (see the module docs).
-
-    ``jit_steps``: compile each model step on its own with XLA (for a loop that
-    XLA cannot compile as a whole, the trie's); otherwise the steps are inlined.
-
-    With ``generator.lean_cache`` the sources' keys/values are computed and kept
-    once per source, and only the generated slots (``batch * topk`` rows) are
-    gathered by beam parent each step; otherwise every beam has a full copy.
-    ``with_node_scores``: the program takes one more input, float64 ``(batch,
-    nodes)`` scores over the trie's nodes; a step from node ``n`` to ``c`` adds
-    ``scores[b, c] - scores[b, n]`` to the beam's score (look-ahead rescoring: the
-    sum telescopes to ``scores[b, final] - scores[b, root]``, but the search sees
-    it from the first step).
-    """
+def _decoder(generator, copies, temperature, rtype, jit_steps):
+    """``start(token_ids, segment_ids) -> (scores, cache, step, row_lengths)``: the
+    prefill of the sources and the cached step shared by the programs; ``copies``
+    rows (beams or samples) per source, ``rtype`` ``'logits'`` (log-probabilities)
+    or ``'probas'``. ``step(tokens, parents, cache, column) -> (scores, cache)``
+    gathers the rows by ``parents`` (None: rows stay in place, no gather on the
+    lean cache) and feeds ``tokens`` at output column ``column``.
+    ``scores`` are the first generated token's, one row per copy."""
     model = generator.model
-    K, V = int(topk), generator.vocab_size
-    end_id, maxlen, minlen = generator.end_id, generator.maxlen, generator.minlen
+    K = int(copies)
+    maxlen = generator.maxlen
     first = [] if generator.start_id is None else [generator.start_id]
     n_first = len(first)
 
@@ -114,33 +115,32 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
     segment_id = generator.segment_id
 
     def full_step(tokens, parents, cache, column, positions, source_valid, source_length):
+        if parents is None:
+            parents = tf.range(tf.shape(tokens)[0])
         return generator._step(
             tokens, parents, cache, source_length + column, positions, source_valid, source_length,
-            temperature, "logits",
+            temperature, rtype,
         )
 
     def lean_step(tokens, parents, cache, column, positions, source_cache, source_valid):
-        cache = tf.gather(cache, parents, axis=1)  # the generated slots only
+        if parents is not None:
+            cache = tf.gather(cache, parents, axis=1)  # the generated slots only
         generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
         visible = tf.concat([source_valid, generated], axis=1)[:, None, :]
         hidden, cache = model.call_with_cache(
             tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
             position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
         )
-        return generator._scores(hidden[:, 0], temperature, "logits"), cache
+        return generator._scores(hidden[:, 0], temperature, rtype), cache
 
     raw_step = lean_step if lean else full_step
     if jit_steps:
         raw_step = tf.function(raw_step, jit_compile=True, autograph=False)
 
-    def program(token_ids, segment_ids, max_steps, *trie):
-        if with_trie:
-            offsets, labels, children, edge_keys = trie[:4]
-        node_scores = tf.repeat(tf.cast(trie[4], tf.float64), K, axis=0) if with_node_scores else None
+    def start(token_ids, segment_ids):
         batch, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         rows = batch * K
         total = length + n_first + maxlen
-        max_steps = tf.clip_by_value(tf.cast(max_steps, tf.int32), 1, maxlen)
         valid = tf.not_equal(token_ids, 0)
         lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
 
@@ -153,24 +153,56 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
             hidden, source_cache = generator._forward(token_ids, segment_ids, positions, source_cache, 0, mask)
             cache = model.init_cache(rows, n_slots)
             context = (source_cache, tf.repeat(valid, K, axis=0))
-        else:  # every beam's row holds a copy of its source's slots
+        else:  # every row holds a copy of its source's slots
             mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
             cache = model.init_cache(batch, total)
             hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
             cache = tf.repeat(cache, K, axis=1)
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         last = tf.gather(hidden, lengths - 1, batch_dims=1)
-        logits = generator._scores(last, temperature, "logits")
+        scores = generator._scores(last, temperature, rtype)
         row_lengths = tf.repeat(lengths, K)
-        own = tf.range(rows)
 
         def step(tokens, parents, cache, column):
             return raw_step(tokens, parents, cache, column, row_lengths + column, *context)
 
         if first:
-            logits, cache = step(tf.fill([rows], first[0]), own, cache, 0)
+            scores, cache = step(tf.fill([rows], first[0]), tf.range(rows), cache, 0)
         else:
-            logits = tf.repeat(logits, K, axis=0)
+            scores = tf.repeat(scores, K, axis=0)
+        return scores, cache, step
+
+    return start
+
+
+def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=False, with_node_scores=False):
+    """The traceable beam search of ``generator`` (see the module docs).
+
+    ``jit_steps``: compile each model step on its own with XLA (the loop itself
+    runs as a graph); otherwise the steps are inlined.
+
+    With ``generator.lean_cache`` the sources' keys/values are computed and kept
+    once per source, and only the generated slots (``batch * topk`` rows) are
+    gathered by beam parent each step; otherwise every beam has a full copy.
+    ``with_node_scores``: the program takes one more input, float64 ``(batch,
+    nodes)`` scores over the trie's nodes; a step from node ``n`` to ``c`` adds
+    ``scores[b, c] - scores[b, n]`` to the beam's score (look-ahead rescoring: the
+    sum telescopes to ``scores[b, final] - scores[b, root]``, but the search sees
+    it from the first step).
+    """
+    K, V = int(topk), generator.vocab_size
+    end_id, maxlen, minlen = generator.end_id, generator.maxlen, generator.minlen
+    first = [] if generator.start_id is None else [generator.start_id]
+    n_first = len(first)
+    start = _decoder(generator, K, temperature, "logits", jit_steps)
+
+    def program(token_ids, segment_ids, max_steps, *trie):
+        if with_trie:
+            offsets, labels, children, edge_keys = trie[:4]
+        node_scores = tf.repeat(tf.cast(trie[4], tf.float64), K, axis=0) if with_node_scores else None
+        batch = tf.shape(token_ids)[0]
+        max_steps = tf.clip_by_value(tf.cast(max_steps, tf.int32), 1, maxlen)
+        logits, cache, step = start(token_ids, segment_ids)
 
         # --- the loop -----------------------------------------------------------------
         slot = tf.range(K)[None, :]
@@ -260,5 +292,111 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
         if first:
             ids = tf.concat([tf.fill([batch, 1], first[0]), ids], axis=1)
         return ids, out_len + n_first, scores
+
+    return program
+
+
+def filter_probas(probas, topk, topp):
+    """``(ids, probs)``: the candidates of each row of ``probas`` (float ``(rows,
+    vocab)``) after top-k then top-p filtering, renormalized, in
+    :func:`~kerasnlp_plus.generation.selection.sample_from`'s order of operations
+    (``ids`` None: every id, in vocabulary order). Ids past the nucleus keep
+    probability 0."""
+    probas = probas / tf.reduce_sum(probas, axis=1, keepdims=True)
+    if topk is None and topp is None:
+        return None, probas
+    vocab = probas.shape[1]
+    # top-p needs the candidates sorted anyway; top_k sorts them descending
+    probs, ids = tf.math.top_k(probas, k=min(int(topk), vocab) if topk is not None else vocab, sorted=True)
+    probs = probs / tf.reduce_sum(probs, axis=1, keepdims=True)
+    if topp is not None:
+        reached = tf.math.cumsum(probs, axis=1) >= topp
+        # past the nucleus: a previous candidate already reached topp (the first never is)
+        past = tf.concat([tf.zeros_like(reached[:, :1]), reached[:, :-1]], axis=1)
+        probs = tf.where(past, tf.zeros_like(probs), probs)
+        probs = probs / tf.reduce_sum(probs, axis=1, keepdims=True)
+    return ids, probs
+
+
+def draw(ids, probs, seed):
+    """One id per row from ``probs`` by inverse CDF with a stateless uniform draw
+    (``seed``: int64 ``[2]``); an id of probability 0 is never drawn."""
+    cdf = tf.math.cumsum(probs, axis=1)
+    u = tf.random.stateless_uniform([tf.shape(probs)[0], 1], seed, dtype=probs.dtype)
+    pick = tf.searchsorted(cdf, u * cdf[:, -1:], side="right")
+    pick = tf.minimum(pick, tf.shape(probs)[1] - 1)[:, 0]  # guards a row whose cdf rounds below u
+    return pick if ids is None else tf.gather(ids, pick, batch_dims=1)
+
+
+def sample_program(generator, n, topk, topp, temperature, min_ends, with_trie, jit_steps=False):
+    """The traceable ``random_sample`` of ``generator``: ``(token_ids, segment_ids,
+    seed[, trie tensors]) -> (ids, lengths)``, ``n`` rows per source (row ``b * n +
+    j`` is sample ``j`` of source ``b``), ``ids`` ``(rows, n_first + maxlen)``.
+
+    Each row samples until it ends (``end_id``, ``min_ends`` of them, from
+    ``minlen`` on) as the host loop does; step ``i`` draws with the stateless seed
+    ``(seed, i)``, so one seed gives the same samples on every call.
+    """
+    V = generator.vocab_size
+    end_id, maxlen, minlen = generator.end_id, generator.maxlen, generator.minlen
+    first = [] if generator.start_id is None else [generator.start_id]
+    n_first = len(first)
+    start = _decoder(generator, n, temperature, "probas", jit_steps)
+
+    def program(token_ids, segment_ids, seed, *trie):
+        if with_trie:
+            offsets, labels, children, edge_keys = trie
+        probas, cache, step = start(token_ids, segment_ids)
+        rows = tf.shape(token_ids)[0] * int(n)
+        column = tf.range(maxlen)[None, :]
+        seed = tf.cast(seed, tf.int64)
+        state = dict(
+            i=tf.constant(0),
+            probas=probas,
+            cache=cache,
+            ids=tf.zeros([rows, maxlen], tf.int32),
+            lengths=tf.zeros([rows], tf.int32),
+            counts=tf.fill([rows], int(n_first and first[0] == end_id)),
+            node=tf.zeros([rows], tf.int32),
+            done=tf.zeros([rows], tf.bool),
+        )
+
+        def cond(s):
+            return tf.logical_and(s["i"] < maxlen, tf.logical_not(tf.reduce_all(s["done"])))
+
+        def body(s):
+            i = s["i"]
+            probas = s["probas"]
+            if with_trie:
+                allowed = _allowed_mask(s["node"], offsets, labels, V, end_id)
+                probas = tf.where(allowed, probas, tf.zeros_like(probas))
+            candidates, probs = filter_probas(probas, topk, topp)
+            token = draw(candidates, probs, tf.stack([seed, tf.cast(i, tf.int64)]))
+            live = tf.logical_not(s["done"])
+            token = tf.where(live, token, 0)  # ended rows stop (and are fed 0, as on the host)
+            counts = s["counts"] + tf.cast(tf.logical_and(live, token == end_id), tf.int32)
+            ends = tf.logical_and(token == end_id, tf.logical_and(counts >= min_ends, i + 1 + n_first >= minlen))
+            node = _child(s["node"], token, children, edge_keys, V) if with_trie else s["node"]
+            out = dict(
+                i=i + 1,
+                ids=tf.where(tf.logical_and(column == i, live[:, None]), token[:, None], s["ids"]),
+                lengths=tf.where(live, i + 1, s["lengths"]),
+                counts=counts,
+                node=node,
+                done=tf.logical_or(s["done"], tf.logical_and(live, ends)),
+            )
+            more = tf.logical_and(i + 1 < maxlen, tf.logical_not(tf.reduce_all(out["done"])))
+
+            def advance():
+                return step(token, None, s["cache"], n_first + i)  # samples never change rows
+
+            out["probas"], out["cache"] = tf.cond(more, advance, lambda: (s["probas"], s["cache"]))
+            return (out,)
+
+        (final,) = tf.while_loop(cond, body, (state,), maximum_iterations=maxlen)
+        ids = final["ids"]
+        if first:
+            ids = tf.concat([tf.fill([rows, 1], first[0]), ids], axis=1)
+        return ids, final["lengths"] + n_first
 
     return program
