@@ -88,3 +88,27 @@ def is_dropped(ch):
     return ch == "\ufffd" or (
         unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"
     )
+
+
+def locate_pieces(normalized, tokens, piece_of, source_indices):
+    """``rematch``'s search, shared by the WordPiece and SentencePiece tokenizers:
+    find each token's piece in ``normalized``, in order, and map it back to the
+    original text. ``piece_of(token)`` gives the text to look for (empty: the token
+    maps to ``[]``); ``source_indices(start, end)`` the original characters behind
+    ``normalized[start:end]``."""
+    token_mapping, offset = [], 0
+    for token in tokens:
+        piece = piece_of(token)
+        if not piece:
+            token_mapping.append([])
+            continue
+        start = normalized.find(piece, offset)
+        if start < 0:
+            raise ValueError(
+                f"rematch: token {token!r} does not occur in the (normalized) text after "
+                f"position {offset}; were the tokens made from this text?"
+            )
+        end = start + len(piece)
+        token_mapping.append(source_indices(start, end))
+        offset = end
+    return token_mapping

@@ -109,19 +109,8 @@ class SpTokenizer(TokenizerBase):
         normalization expands (``㎏`` -> ``kg``) map to the one source character.
         """
         normalized, offsets = self.sp_model.normalize(text, with_offsets=True)
-        token_mapping, offset = [], 0
-        for token in tokens:
-            piece = token.lstrip("\u2581")
-            if not piece or _text.is_special(token):
-                token_mapping.append([])
-                continue
-            start = normalized.find(piece, offset)
-            if start < 0:
-                raise ValueError(
-                    f"rematch: piece {token!r} does not occur in the normalized text "
-                    f"after position {offset}; were the tokens made from this text?"
-                )
-            end = start + len(piece)
-            token_mapping.append(sorted(set(offsets[start:end])))
-            offset = end
-        return token_mapping
+        return _text.locate_pieces(
+            normalized, tokens,
+            piece_of=lambda token: "" if _text.is_special(token) else token.lstrip("\u2581"),
+            source_indices=lambda start, end: sorted(set(offsets[start:end])),
+        )

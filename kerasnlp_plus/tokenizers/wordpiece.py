@@ -271,22 +271,11 @@ class Tokenizer(TokenizerBase):
             char_mapping.extend([i] * len(ch))
         normalized = "".join(normalized)
 
-        token_mapping, offset = [], 0
-        for token in tokens:
-            if _text.is_special(token):
-                token_mapping.append([])
-                continue
-            piece = _text.stem(token)
-            start = normalized.find(piece, offset)
-            if start < 0:
-                raise ValueError(
-                    f"rematch: token {token!r} does not occur in the text after "
-                    f"position {offset}; were the tokens made from this text?"
-                )
-            end = start + len(piece)
-            token_mapping.append(char_mapping[start:end])
-            offset = end
-        return token_mapping
+        return _text.locate_pieces(
+            normalized, tokens,
+            piece_of=lambda token: "" if _text.is_special(token) else _text.stem(token),
+            source_indices=lambda start, end: char_mapping[start:end],
+        )
 
     # ------------------------------------------- bert4keras static helpers
     stem = staticmethod(_text.stem)
