@@ -57,6 +57,24 @@ from kerasnlp_plus.generation.validation import check_int
 __all__ = ["Generator"]
 
 
+def _program_signature(scalar, with_trie):
+    """Input signature of a compiled decoding program: token and segment ids, one
+    scalar (``max_length`` or ``seed``), then the trie's CSR tensors when it has one."""
+    signature = [
+        tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+        tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
+        scalar,
+    ]
+    if with_trie:
+        signature += [
+            tf.TensorSpec([None], tf.int32, name="trie_offsets"),
+            tf.TensorSpec([None], tf.int32, name="trie_labels"),
+            tf.TensorSpec([None], tf.int32, name="trie_children"),
+            tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
+        ]
+    return signature
+
+
 class Generator:
     """Batched beam search, greedy decoding and sampling with a key/value cache.
 
@@ -438,18 +456,7 @@ class Generator:
                 self, topk, min_ends, float(temperature), with_trie, jit_steps=jit,
                 with_node_scores=with_node_scores,
             )
-            signature = [
-                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
-                tf.TensorSpec([], tf.int32, name="max_length"),
-            ]
-            if with_trie:
-                signature += [
-                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
-                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
-                    tf.TensorSpec([None], tf.int32, name="trie_children"),
-                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
-                ]
+            signature = _program_signature(tf.TensorSpec([], tf.int32, name="max_length"), with_trie)
             if with_node_scores:
                 signature.append(tf.TensorSpec([None, None], tf.float64, name="node_scores"))
             self._programs[key] = _traced_once(tf.function(
@@ -510,18 +517,7 @@ class Generator:
         if key not in self._programs:
             program = sample_program(self, n, topk, topp, float(temperature), min_ends, with_trie,
                                      jit_steps=self.jit_compile)
-            signature = [
-                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-                tf.TensorSpec([None, None], tf.int32, name="segment_ids"),
-                tf.TensorSpec([], tf.int64, name="seed"),
-            ]
-            if with_trie:
-                signature += [
-                    tf.TensorSpec([None], tf.int32, name="trie_offsets"),
-                    tf.TensorSpec([None], tf.int32, name="trie_labels"),
-                    tf.TensorSpec([None], tf.int32, name="trie_children"),
-                    tf.TensorSpec([None], tf.int64, name="trie_edge_keys"),
-                ]
+            signature = _program_signature(tf.TensorSpec([], tf.int64, name="seed"), with_trie)
             self._programs[key] = _traced_once(tf.function(program, input_signature=signature, jit_compile=False,
                                                            autograph=False))
         return self._programs[key]
