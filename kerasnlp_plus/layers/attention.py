@@ -4,7 +4,7 @@ import math
 import keras
 from keras import ops
 
-from kerasnlp_plus.layers.rotary import apply_rotary
+from kerasnlp_plus.layers.rotary import apply_rotary, rotary_angles
 
 SCALES = ("standard", "log_n")
 
@@ -164,6 +164,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 q_positions, k_positions = q_positions + offset, k_positions + offset
         else:
             q_positions = k_positions = position_ids
+        if position_ids is not None or (offset is None and q.shape[1] is not None and q.shape[1] == k.shape[1]):
+            # Queries and keys at the same positions: one cos/sin table for both.
+            angles = rotary_angles(q_positions, self.head_size)
+            return apply_rotary(q, q_positions, angles=angles), apply_rotary(k, k_positions, angles=angles)
         return apply_rotary(q, q_positions), apply_rotary(k, k_positions)
 
     def compute_output_spec(self, query, value=None, cache=None, **kwargs):

@@ -24,11 +24,13 @@ def rotary_angles(position_ids, head_size, base=ROTARY_BASE):
     return ops.cos(angles), ops.sin(angles)
 
 
-def apply_rotary(x, position_ids, base=ROTARY_BASE):
+def apply_rotary(x, position_ids, base=ROTARY_BASE, angles=None):
     """Rotate ``x`` ``(batch, length, heads, head_size)`` at ``position_ids``
-    ``(batch or 1, length)``; computed in float32, returned in ``x``'s dtype."""
+    ``(batch or 1, length)``; computed in float32, returned in ``x``'s dtype.
+    ``angles``: ``rotary_angles(position_ids, ...)`` already computed (queries and keys
+    at the same positions share them)."""
     head_size = x.shape[-1]
-    cos, sin = rotary_angles(position_ids, head_size, base)
+    cos, sin = angles if angles is not None else rotary_angles(position_ids, head_size, base)
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     x32 = ops.cast(x, "float32")
     return ops.cast(x32 * cos + rotate_pairs(x32) * sin, x.dtype)
