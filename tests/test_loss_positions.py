@@ -99,6 +99,27 @@ def test_model_without_mlm_head_is_refused():
         model.loss_positions_model()
 
 
+def test_training_view_checks_ids_on_the_host_under_xla():
+    """Under XLA the embeddings' own checks are compiled away; the training view, like
+    the model, checks token and segment ids on the host before the compiled step."""
+    keras.utils.set_random_seed(1)
+    model = build_transformer_model(None, application="unilm", with_mlm=True, **TINY)
+    view = model.loss_positions_model()
+    view.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)
+    tokens, segments, labels, _ = seq2seq_batch(np.random.default_rng(0))
+    positions = np.tile(np.arange(3, 8, dtype="int32"), (len(tokens), 1))
+    targets = np.take_along_axis(labels, positions, axis=1)
+    view.fit([tokens, segments, positions], targets, verbose=0)  # in range: trains
+    bad_tokens, bad_segments = tokens.copy(), segments.copy()
+    bad_tokens[0, 2] = TINY["vocab_size"]
+    bad_segments[1, 3] = 2
+    for x in ([bad_tokens, segments, positions], [tokens, bad_segments, positions]):
+        with pytest.raises(ValueError, match="Embedding-(Token|Segment)|vocab|segment"):
+            view.fit(x, targets, verbose=0)
+        with pytest.raises(ValueError, match="Embedding-(Token|Segment)|vocab|segment"):
+            view.train_on_batch(x, targets)
+
+
 @pytest.fixture(scope="module")
 def pair_data(tmp_path_factory, vocab_path):
     folder = tmp_path_factory.mktemp("pairs")

@@ -205,9 +205,11 @@ class InputRangeCheck:
     ``predict`` accept.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, extra_inputs=()):
         model = getattr(model, "model", model)  # the return_keras_model=False handle
-        self.input_names = [tensor.name for tensor in model.inputs]
+        # extra_inputs: names of inputs a view of the model adds after the model's own
+        # (e.g. loss_positions_model's ``Input-Positions``), present but not checked
+        self.input_names = [tensor.name for tensor in model.inputs] + list(extra_inputs)
         self.token_embedding = model.token_embedding
         self.segment_embedding = model.segment_embedding
         self.position_embedding = model.position_embedding  # None: rotary, nothing to check

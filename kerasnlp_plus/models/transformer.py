@@ -92,8 +92,68 @@ class GatherPositions(keras.layers.Layer):
         return keras.KerasTensor(tuple(positions.shape[:2]) + tuple(x.shape[2:]), dtype=x.dtype)
 
 
+class HostCheckedInputs:
+    """Keras entry points whose inputs are checked on the host.
+
+    Under XLA (jit_compile=True, Keras' default on GPU) the embeddings' own range
+    checks are compiled away and an out-of-range id becomes a NaN row (or, for token
+    ids, a clamped one). Keras feeds the compiled step from the host, so the data is
+    checked there: arrays at once, tf.data / generators / PyDatasets batch by batch.
+    A model class mixes this in before ``keras.Model`` and defines ``_input_check()``
+    (an :class:`~kerasnlp_plus.generation.validation.InputRangeCheck`).
+    """
+
+    def fit(self, *args, **kwargs):
+        import inspect
+
+        check = self._input_check()
+        # Keras' own signature, so that x and validation_data are found however passed
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        if "x" in bound.arguments:
+            bound.arguments["x"] = check.wrap(bound.arguments["x"])
+        if "validation_data" in bound.arguments:
+            bound.arguments["validation_data"] = check.wrap_validation_data(bound.arguments["validation_data"])
+        return super().fit(*bound.args[1:], **bound.kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation data: checked by fit
+            x = self._input_check().wrap(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(self._input_check().wrap(x), *args, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        self._input_check().check(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        self._input_check().check(x)
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._input_check().check(x)
+        return super().predict_on_batch(x)
+
+
+
+class LossPositionsModel(HostCheckedInputs, keras.Model):
+    """The training view :meth:`Transformer.loss_positions_model` returns: a functional
+    model over the transformer's layers, with the transformer's host-side input checks
+    (its extra ``Input-Positions`` input is not an id of any table)."""
+
+    def __init__(self, transformer, inputs, outputs, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        from kerasnlp_plus.generation.validation import InputRangeCheck
+
+        self._range_check = InputRangeCheck(transformer, extra_inputs=["Input-Positions"])
+
+    def _input_check(self):
+        return self._range_check
+
+
 @keras.saving.register_keras_serializable(package="kerasnlp_plus")
-class Transformer(keras.Model):
+class Transformer(HostCheckedInputs, keras.Model):
     """A BERT-family encoder with optional pooler, NSP and MLM heads.
 
     Inputs (a list, in this order): ``token_ids`` and ``segment_ids`` (``(batch,
@@ -422,8 +482,9 @@ class Transformer(keras.Model):
             raise ValueError("loss_positions_model needs a model built with with_mlm")
         positions = keras.Input((None,), dtype="int32", name="Input-Positions")
         picked = GatherPositions(name="Gather-Positions")([self._sequence_output, positions])
-        return keras.Model(
-            inputs=list(self.inputs) + [positions], outputs=self.mlm_head(picked), name=f"{self.name}_at_positions"
+        return LossPositionsModel(
+            self, inputs=list(self.inputs) + [positions], outputs=self.mlm_head(picked),
+            name=f"{self.name}_at_positions",
         )
 
     # --- key/value cache -----------------------------------------------------------
@@ -486,47 +547,10 @@ class Transformer(keras.Model):
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
         return output, ops.stack(caches, axis=0)
 
-    # --- Keras entry points: inputs checked on the host ----------------------------
-    # Under XLA (jit_compile=True, Keras' default on GPU) the embeddings' own range
-    # checks are compiled away and an out-of-range id becomes a NaN row (or, for token
-    # ids, a clamped one). Keras feeds the compiled step from the host, so the data is
-    # checked there: arrays at once, tf.data / generators / PyDatasets batch by batch.
     def _input_check(self):
         from kerasnlp_plus.generation.validation import InputRangeCheck
 
         return InputRangeCheck(self)
-
-    def fit(self, *args, **kwargs):
-        import inspect
-
-        check = self._input_check()
-        # Keras' own signature, so that x and validation_data are found however passed
-        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-        if "x" in bound.arguments:
-            bound.arguments["x"] = check.wrap(bound.arguments["x"])
-        if "validation_data" in bound.arguments:
-            bound.arguments["validation_data"] = check.wrap_validation_data(bound.arguments["validation_data"])
-        return super().fit(*bound.args[1:], **bound.kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        if not kwargs.get("_use_cached_eval_dataset"):  # fit's validation data: checked by fit
-            x = self._input_check().wrap(x)
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def predict(self, x, *args, **kwargs):
-        return super().predict(self._input_check().wrap(x), *args, **kwargs)
-
-    def train_on_batch(self, x, *args, **kwargs):
-        self._input_check().check(x)
-        return super().train_on_batch(x, *args, **kwargs)
-
-    def test_on_batch(self, x, *args, **kwargs):
-        self._input_check().check(x)
-        return super().test_on_batch(x, *args, **kwargs)
-
-    def predict_on_batch(self, x):
-        self._input_check().check(x)
-        return super().predict_on_batch(x)
 
     # --- weights -------------------------------------------------------------------
     def load_weights_from_checkpoint(self, checkpoint_path, keep_tokens=None, naming=None):
