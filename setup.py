@@ -8,7 +8,7 @@ is an extra so that a CPU user is not forced to download the multi-GB GPU build:
     pip install -e .[tpu]      # tensorflow (TPU VMs ship their own libtpu; see README)
     pip install -e .[cpu,test] # plus the independent reference used by the tests
 """
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 install_requires = [
     "keras>=3.6",          # the model code: keras.ops, layers, optimizers, callbacks, .keras files
@@ -44,8 +44,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["kerasnlp_plus", "kerasnlp_plus.*"]),
-    package_data={"kerasnlp_plus": ["assets/*", "assets/**/*"]},
+    # The demo model's folder holds data only; naming it a (namespace) package with its
+    # files as package data ships it without setuptools' "importable but absent from
+    # packages" warning wall on every install.
+    packages=find_namespace_packages(include=["kerasnlp_plus", "kerasnlp_plus.*"],
+                                     exclude=["*.__pycache__"]),
+    package_data={"kerasnlp_plus.assets.demo_model": ["*"]},
     include_package_data=True,
     install_requires=install_requires,
     extras_require=extras_require,
