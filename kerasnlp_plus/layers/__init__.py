@@ -1,5 +1,6 @@
 """Keras layers of the BERT family (all with ``get_config``; registered for ``.keras``)."""
 from kerasnlp_plus.layers.attention import MultiHeadAttention
+from kerasnlp_plus.layers.copy import CopyMechanism
 from kerasnlp_plus.layers.embeddings import (
     BiasAdd,
     FactorizedMapping,
@@ -30,6 +31,7 @@ from kerasnlp_plus.layers.bert4keras import (  # noqa: E402  (bert4keras 0.11.5 
 
 __all__ = [
     "BiasAdd",
+    "CopyMechanism",
     "FactorizedMapping",
     "MultiHeadAttention",
     "PositionEmbedding",

@@ -6,6 +6,7 @@ from keras import ops
 from kerasnlp_plus import masks
 from kerasnlp_plus.layers import (
     BiasAdd,
+    CopyMechanism,
     FactorizedMapping,
     PositionEmbedding,
     SegmentEmbedding,
@@ -224,6 +225,7 @@ class Transformer(HostCheckedInputs, keras.Model):
         custom_position_ids=False,
         custom_attention_mask=False,
         mask_token_id=103,
+        with_copy=False,
         dtype=None,
         **kwargs,
     ):
@@ -235,6 +237,11 @@ class Transformer(HostCheckedInputs, keras.Model):
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
         if application in ("lm", "unilm"):
             with_mlm = with_mlm or True  # bert4keras: LM and UniLM always predict tokens
+        if with_copy and (application != "unilm" or with_mlm not in (True, "softmax")):
+            raise ValueError(
+                "with_copy (a pointer over the source tokens) needs application='unilm' and MLM "
+                f"probabilities (with_mlm=True), got application={application!r}, with_mlm={with_mlm!r}"
+            )
         albert = family.startswith("albert")
         # RoFormer: no position table; every layer rotates queries and keys instead.
         rotary = family == "roformer"
@@ -320,6 +327,14 @@ class Transformer(HostCheckedInputs, keras.Model):
             activation = "softmax" if with_mlm is True else with_mlm
             self.mlm_activation = keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")
 
+        # Pointer-generator over the source tokens (layers/copy.py); not part of any
+        # checkpoint format: a fine-tuning head, saved with the Keras weights.
+        self.copy_mechanism = None
+        if with_copy:
+            self.copy_mechanism = CopyMechanism(hidden_size, initializer_range=initializer_range, dtype=dtype,
+                                                name="Copy")
+            self.copy_mechanism.build((None, None, hidden_size))
+
         # === Functional model ===
         self._num_layers = int(num_layers)
         self._family = family
@@ -383,7 +398,13 @@ class Transformer(HostCheckedInputs, keras.Model):
                 outputs.append(self.nsp_dense(pooled))
         if with_mlm:
             # float32 like the MLM activation (probabilities under mixed precision)
-            outputs.append(SequenceMask(dtype="float32", name="MLM-Output")([self.mlm_head(sequence), token_ids]))
+            probs = self.mlm_head(sequence)
+            if with_copy:
+                # keys=False: the layer computes them in its call (a variable read by a
+                # plain op here would be frozen into the functional graph)
+                probs = self.copy_mechanism(sequence, probs, *self.copy_context(sequence, token_ids, segment_ids,
+                                                                                  keys=False))
+            outputs.append(SequenceMask(dtype="float32", name="MLM-Output")([probs, token_ids]))
         # bert4keras' rule: one output -> it; two -> the second; more -> all but the first
         if len(outputs) == 1:
             outputs = outputs[0]
@@ -414,6 +435,7 @@ class Transformer(HostCheckedInputs, keras.Model):
         self.custom_position_ids = bool(custom_position_ids)
         self.custom_attention_mask = bool(custom_attention_mask)
         self.mask_token_id = int(mask_token_id)
+        self.with_copy = bool(with_copy)
         # bert4keras attributes read by scripts
         self.initializer = init
         self.keep_tokens = None  # set by build_transformer_model; reused by load_weights_from_checkpoint
@@ -464,6 +486,29 @@ class Transformer(HostCheckedInputs, keras.Model):
         x = self.mlm_bias(self.token_embedding(x, reverse=True))
         return self.mlm_activation(x)
 
+    def copy_context(self, hidden, token_ids, segment_ids, keys=True):
+        """``(source_keys, source_ids, source_mask)`` for :attr:`copy_mechanism`: the
+        keys of every position's hidden state (``keys=False``: the hidden states
+        themselves, for the layer's ``call``), its token id, and whether it may be
+        copied (a source token: segment 0, not padding). A decoder computes this once
+        per source.
+        """
+        token_ids = ops.cast(token_ids, "int32")
+        source = ops.logical_and(ops.not_equal(token_ids, 0), ops.equal(ops.cast(segment_ids, "int32"), 0))
+        return (self.copy_mechanism.keys(hidden) if keys else hidden), token_ids, source
+
+    def output_probabilities(self, hidden, copy_context=None):
+        """The MLM output at ``hidden`` ``(batch, P, hidden)``: :meth:`mlm_head`, mixed
+        with the copy distribution over ``copy_context`` (see :meth:`copy_context`)
+        when the model has a copy mechanism."""
+        probs = self.mlm_head(hidden)
+        if self.copy_mechanism is None:
+            return probs
+        if copy_context is None:
+            raise ValueError("this model has a copy mechanism (with_copy=True): its output needs the "
+                             "source's copy_context")
+        return self.copy_mechanism.mix(hidden, probs, *copy_context)
+
     def loss_positions_model(self):
         """A training view of this model that runs the MLM head only where the loss
         is counted (Google BERT's ``masked_lm_positions``).
@@ -482,8 +527,14 @@ class Transformer(HostCheckedInputs, keras.Model):
             raise ValueError("loss_positions_model needs a model built with with_mlm")
         positions = keras.Input((None,), dtype="int32", name="Input-Positions")
         picked = GatherPositions(name="Gather-Positions")([self._sequence_output, positions])
+        if self.copy_mechanism is not None:
+            token_ids, segment_ids = self.inputs[0], self.inputs[1]
+            context = self.copy_context(self._sequence_output, token_ids, segment_ids, keys=False)
+            head = self.copy_mechanism(picked, self.mlm_head(picked), *context)
+        else:
+            head = self.mlm_head(picked)
         return LossPositionsModel(
-            self, inputs=list(self.inputs) + [positions], outputs=self.mlm_head(picked),
+            self, inputs=list(self.inputs) + [positions], outputs=head,
             name=f"{self.name}_at_positions",
         )
 
@@ -544,6 +595,9 @@ class Transformer(HostCheckedInputs, keras.Model):
                 position_ids=position_ids, **extra,
             )
             caches.append(layer_cache)
+        if self._with_mlm and not return_hidden and self.copy_mechanism is not None:
+            raise ValueError("call_with_cache: a model with a copy mechanism needs return_hidden=True and "
+                             "output_probabilities(hidden, copy_context) (the source's keys are not cached)")
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
         return output, ops.stack(caches, axis=0)
 
@@ -589,6 +643,7 @@ class Transformer(HostCheckedInputs, keras.Model):
             "custom_position_ids": self.custom_position_ids,
             "custom_attention_mask": self.custom_attention_mask,
             "mask_token_id": self.mask_token_id,
+            "with_copy": self.with_copy,
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
