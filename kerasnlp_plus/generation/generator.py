@@ -195,10 +195,20 @@ class Generator:
         return self.model.call_with_cache(token_ids, segment_ids, cache, index, attention_mask,
                                           position_ids=position_ids, return_hidden=True)
 
-    def _scores(self, hidden, temperature, rtype):
+    def _copy_context(self, hidden, token_ids, segment_ids, copies):
+        """The copy mechanism's source context (``()`` without one), from the source's
+        hidden states, ``copies`` rows per source."""
+        if getattr(self.model, "copy_mechanism", None) is None:
+            return ()
+        return tuple(ops.repeat(t, copies, axis=0) for t in self.model.copy_context(hidden, token_ids, segment_ids))
+
+    def _scores(self, hidden, temperature, rtype, copy_context=()):
         """bert4keras' ``wraps`` transformation: probabilities with temperature, or
-        their ``log(p + 1e-12)``."""
-        out = ops.cast(self.model.mlm_head(hidden), "float32")
+        their ``log(p + 1e-12)``. ``copy_context``: see :meth:`_copy_context`."""
+        if copy_context:
+            out = self.model.output_probabilities(hidden[:, None], copy_context)[:, 0]
+        else:
+            out = ops.cast(self.model.mlm_head(hidden), "float32")
         if not self._probabilities:
             probas = ops.softmax(out / temperature, axis=-1)
         elif temperature != 1:
@@ -218,12 +228,15 @@ class Generator:
         cache = self.model.init_cache(batch, total_length)
         hidden, cache = self._forward(token_ids, segment_ids, positions, cache, 0, mask)
         last = ops.sum(ops.cast(valid, "int32"), axis=1) - 1
+        context = self._copy_context(hidden, token_ids, segment_ids, 1)
         hidden = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
-        scores = self._scores(hidden, temperature, rtype)
-        return scores, ops.repeat(cache, copies, axis=1)
+        scores = self._scores(hidden, temperature, rtype, context)
+        return scores, ops.repeat(cache, copies, axis=1), tuple(ops.repeat(t, copies, axis=0) for t in context)
 
-    def _step(self, token_ids, parents, cache, index, position_ids, source_valid, source_length, temperature, rtype):
+    def _step(self, token_ids, parents, cache, index, position_ids, source_valid, source_length, temperature, rtype,
+              copy_context=()):
         cache = ops.take(cache, parents, axis=1)  # reorder the rows by beam parent
+        copy_context = tuple(ops.take(t, parents, axis=0) for t in copy_context)
         slots = ops.arange(ops.shape(source_valid)[1], dtype="int32")[None]
         generated = ops.logical_and(slots >= source_length, slots <= index)  # incl. this token
         visible = ops.logical_or(source_valid, generated)
@@ -231,7 +244,7 @@ class Generator:
         hidden, cache = self._forward(
             token_ids[:, None], segments[:, None], position_ids[:, None], cache, index, visible[:, None, :]
         )
-        return self._scores(hidden[:, 0], temperature, rtype), cache
+        return self._scores(hidden[:, 0], temperature, rtype, copy_context), cache
 
     # --- host side ---------------------------------------------------------------------
     def _prepare(self, inputs):
@@ -271,13 +284,14 @@ class Generator:
         batch, length = token_ids.shape
         first = [] if self.start_id is None else [self.start_id]
         total = length + len(first) + self.maxlen  # cache slots: source + generated
-        scores, cache = self._prefill_fn(
+        scores, cache, copy_context = self._prefill_fn(
             tf.constant(token_ids), tf.constant(segment_ids), copies, total, float(temperature), rtype
         )
         source_valid = np.zeros((batch * copies, total), bool)
         source_valid[:, :length] = np.repeat(token_ids != 0, copies, axis=0)
         session = _Session(
-            self, cache, np.repeat(lengths, copies), tf.constant(source_valid), length, float(temperature), rtype
+            self, cache, np.repeat(lengths, copies), tf.constant(source_valid), length, float(temperature), rtype,
+            copy_context,
         )
         if first:
             n = batch * copies
@@ -750,9 +764,10 @@ class _Beams:
 class _Session:
     """The cache and step inputs of one decoding call."""
 
-    def __init__(self, generator, cache, lengths, source_valid, source_length, temperature, rtype):
+    def __init__(self, generator, cache, lengths, source_valid, source_length, temperature, rtype, copy_context=()):
         self.generator = generator
         self.cache = cache
+        self.copy_context = copy_context
         self.lengths = lengths.astype("int32")
         self.source_valid = source_valid
         self.source_length = source_length
@@ -773,7 +788,9 @@ class _Session:
             tf.constant(self.source_length, "int32"),
             self.temperature,
             self.rtype,
+            self.copy_context,
         )
+        self.copy_context = tuple(tf.gather(t, parents, axis=0) for t in self.copy_context)
         self.scores = np.asarray(scores)
 
 

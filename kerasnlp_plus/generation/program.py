@@ -114,15 +114,17 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
     n_slots = n_first + maxlen  # generated slots of the lean cache
     segment_id = generator.segment_id
 
-    def full_step(tokens, parents, cache, column, positions, source_valid, source_length):
+    def full_step(tokens, parents, cache, column, positions, copy_context, source_valid, source_length):
         if parents is None:
             parents = tf.range(tf.shape(tokens)[0])
         return generator._step(
             tokens, parents, cache, source_length + column, positions, source_valid, source_length,
-            temperature, rtype,
+            temperature, rtype, copy_context,
         )
 
-    def lean_step(tokens, parents, cache, column, positions, source_cache, source_valid):
+    # copy_context: the same for every row of a source, and parents stay within a
+    # source's rows, so it needs no gather.
+    def lean_step(tokens, parents, cache, column, positions, copy_context, source_cache, source_valid):
         if parents is not None:
             cache = tf.gather(cache, parents, axis=1)  # the generated slots only
         generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
@@ -131,7 +133,7 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
             position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
         )
-        return generator._scores(hidden[:, 0], temperature, rtype), cache
+        return generator._scores(hidden[:, 0], temperature, rtype, copy_context), cache
 
     raw_step = lean_step if lean else full_step
     if jit_steps:
@@ -160,11 +162,12 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             cache = tf.repeat(cache, K, axis=1)
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         last = tf.gather(hidden, lengths - 1, batch_dims=1)
-        scores = generator._scores(last, temperature, rtype)
+        scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1))
         row_lengths = tf.repeat(lengths, K)
+        copy_context = generator._copy_context(hidden, token_ids, segment_ids, K)
 
         def step(tokens, parents, cache, column):
-            return raw_step(tokens, parents, cache, column, row_lengths + column, *context)
+            return raw_step(tokens, parents, cache, column, row_lengths + column, copy_context, *context)
 
         if first:
             scores, cache = step(tf.fill([rows], first[0]), tf.range(rows), cache, 0)
