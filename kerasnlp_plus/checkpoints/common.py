@@ -71,6 +71,8 @@ def assign_entries(entries, get_array, names, source, keep_tokens=None, aliases=
     for entry in entries:
         candidates = [entry.name] + list((aliases or (lambda n: []))(entry.name))
         found = next((c for c in candidates if c in names), None)
+        if found is None and entry.optional:
+            continue
         if found is None:
             close = difflib.get_close_matches(entry.name, sorted(names), n=5, cutoff=0.5)
             raise KeyError(
@@ -96,6 +98,6 @@ def assign_entries(entries, get_array, names, source, keep_tokens=None, aliases=
                 f"conversion, but {entry.variable.path} expects {expected}"
                 + (" (check keep_tokens)" if entry.vocab_rows else "")
             )
-        values.append(value)
-    for entry, value in zip(entries, values):
+        values.append((entry, value))
+    for entry, value in values:
         entry.variable.assign(value.astype(np.dtype(entry.variable.dtype)))

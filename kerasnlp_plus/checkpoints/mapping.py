@@ -22,6 +22,7 @@ class Entry:
     transpose: bool = False
     row_offset: int = 0  # rows of the checkpoint array that precede ours (RoBERTa positions)
     vocab_rows: bool = False  # rows indexed by token id: keep_tokens selects them
+    optional: bool = False  # a head no standard checkpoint has (the copy mechanism): kept as built if absent
 
     def to_model(self, array, keep_tokens=None):
         """Checkpoint array -> the value our variable takes."""
@@ -52,6 +53,18 @@ def _dense(entries, layer, name, kernel_transpose=False, kernel="kernel", bias="
 def _norm(entries, layer, name, gamma="gamma", beta="beta", sep="/"):
     entries.append(Entry(layer.gamma, f"{name}{sep}{gamma}"))
     entries.append(Entry(layer.beta, f"{name}{sep}{beta}"))
+
+
+def _copy_entries(entries, model, prefix, sep, transpose, kernel, bias):
+    """The copy mechanism's variables (``layers/copy.py``), optional: a checkpoint
+    without them (any standard one) leaves the freshly initialized pointer."""
+    copy = getattr(model, "copy_mechanism", None)
+    if copy is None:
+        return
+    for part in ("query", "key", "gate"):
+        entries.append(Entry(getattr(copy, f"{part}_kernel"), f"{prefix}{sep}{part}{sep}{kernel}",
+                             transpose=transpose, optional=True))
+        entries.append(Entry(getattr(copy, f"{part}_bias"), f"{prefix}{sep}{part}{sep}{bias}", optional=True))
 
 
 def google_layout(model):
@@ -100,6 +113,7 @@ def google_entries(model):
         _dense(e, model.mlm_dense, "cls/predictions/transform/dense")
         _norm(e, model.mlm_norm, "cls/predictions/transform/LayerNorm")
         e.append(Entry(model.mlm_bias.bias, "cls/predictions/output_bias", vocab_rows=True))
+    _copy_entries(e, model, "cls/copy", "/", False, "kernel", "bias")
     return e
 
 
@@ -163,4 +177,5 @@ def hf_entries(model, layout):
         dense(model.mlm_dense, head[0])
         norm(model.mlm_norm, head[1])
         e.append(Entry(model.mlm_bias.bias, head[2], vocab_rows=True))
+    _copy_entries(e, model, "cls.copy", ".", True, "weight", "bias")
     return e
