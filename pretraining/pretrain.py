@@ -86,6 +86,8 @@ def parse_args(argv=None):
                    help="run the MLM head only at the scored positions (same loss, faster step)")
     p.add_argument("--mix-data", default=None,
                    help="a second prepare_data.py folder read in alternate batches (e.g. mlm with unilm)")
+    p.add_argument("--copy", action="store_true",
+                   help="add the copy mechanism (a pointer over the source tokens; UniLM seq2seq data)")
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="training steps per compiled call (a TPU wants e.g. 100; must divide --checkpoint-every)")
@@ -157,7 +159,7 @@ def _run(args, strategy, policy, run_pretraining):
         force_new=args.force_new, resume=args.resume,
         on_cluster_joined=args.watchdog.disarm if args.watchdog else None,
         steps_per_execution=args.steps_per_execution,
-        gather_positions=args.gather_positions, mix_data_dir=args.mix_data,
+        gather_positions=args.gather_positions, mix_data_dir=args.mix_data, with_copy=args.copy,
     )
     return summary
 

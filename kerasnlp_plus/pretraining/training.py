@@ -41,6 +41,7 @@ def build_pretraining_model(
     init_checkpoint=None,
     family="bert",
     dropout_rate=0.1,
+    with_copy=False,
     **size,
 ):
     """The model to pretrain for the records described by ``meta``: the task's
@@ -51,17 +52,20 @@ def build_pretraining_model(
     when ``init_checkpoint`` has the original vocabulary.
     ``size``: ``hidden_size``, ``num_layers``, ``num_heads``, ``intermediate_size``,
     ``max_position`` (or their config-file spellings, see ``TransformerConfig``) when
-    there is no config file.
+    there is no config file. ``with_copy``: add the copy mechanism
+    (``layers/copy.py``; the output is then probabilities, not logits).
     """
     from kerasnlp_plus.models import TransformerConfig, build_transformer_model
 
     kwargs = dict(
         model=family,
         application=meta["application"],
-        with_mlm="linear",
+        with_mlm=True if with_copy else "linear",
         dropout_rate=dropout_rate,
         attention_dropout_rate=dropout_rate,
     )
+    if with_copy:
+        kwargs["with_copy"] = True
     if config_path is not None:
         config = TransformerConfig.from_json_file(config_path)
         if init_checkpoint is None or config.vocab_size == meta["vocab_size"]:
@@ -115,10 +119,10 @@ def make_optimizer(
     return opt
 
 
-def compile_for_pretraining(net, optimizer, steps_per_execution=1):
+def compile_for_pretraining(net, optimizer, steps_per_execution=1, from_logits=True):
     net.compile(
         optimizer=optimizer,
-        loss=masked_lm_loss(),
+        loss=masked_lm_loss(from_logits=from_logits),
         weighted_metrics=[masked_accuracy()],
         jit_compile=False,
         # Several steps per tf.function call: what keeps a TPU busy (host round trips).
@@ -164,7 +168,10 @@ def evaluate_masked(net, data_dir, batch_size=32, seed=0, meta=None):
     counts = np.zeros(meta["vocab_size"], dtype=np.int64)
     for inputs, labels, weights in ds:
         logits = net(inputs, training=False)
-        logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        if getattr(net, "with_mlm", "linear") == "linear":
+            logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        else:  # probabilities (a with_copy model)
+            logp = tf.math.log(tf.cast(logits, tf.float32) + 1e-12)
         w = weights.numpy()
         y = labels.numpy()
         pred = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
@@ -386,6 +393,7 @@ def run_pretraining(
     steps_per_execution=1,
     gather_positions=False,
     mix_data_dir=None,
+    with_copy=False,
 ):
     """Train and export; returns a summary dict (also written to ``output_dir``).
 
@@ -401,6 +409,10 @@ def run_pretraining(
     read in alternate batches; the model is the one ``data_dir``'s task needs (a
     ``unilm`` model reads all-segment-0 MLM rows bidirectionally). Needs
     ``gather_positions`` when the two have different ``seq_len``.
+
+    ``with_copy``: pretrain with the copy mechanism (a pointer over the segment-0
+    tokens mixed into the MLM probabilities, ``layers/copy.py``); exports keep its
+    weights under ``cls/copy`` (Google) and ``cls.copy`` (Hugging Face).
 
     ``batch_size`` is the global batch per step (split over the replicas).
     ``steps`` must be a multiple of ``checkpoint_every``.
@@ -449,6 +461,8 @@ def run_pretraining(
         # the gathered-head view saves its own weight layout; the mixed data changes the batches
         gather_positions=bool(gather_positions),
         mix_data=os.path.abspath(mix_data_dir) if mix_data_dir and not is_remote(mix_data_dir) else mix_data_dir,
+        # only when set: run folders written before the option still resume
+        **({"with_copy": True} if with_copy else {}),
     )
     if chief:
         tf.io.gfile.makedirs(output_dir)
@@ -484,7 +498,7 @@ def run_pretraining(
     with strategy.scope():
         net = build_pretraining_model(
             meta, keep_tokens=load_keep_tokens(data_dir, meta), config_path=config_path, init_checkpoint=init_checkpoint, family=family,
-            dropout_rate=dropout_rate, **(size or {}),
+            dropout_rate=dropout_rate, with_copy=with_copy, **(size or {}),
         )
         # The schedule counts optimizer updates (Keras' ``iterations``), which happen
         # once every ``gradient_accumulation_steps`` steps.
@@ -494,7 +508,7 @@ def run_pretraining(
         )
         # The view shares net's weights; net itself is exported and evaluated.
         train_net = net.loss_positions_model() if gather_positions else net
-        compile_for_pretraining(train_net, opt, steps_per_execution)
+        compile_for_pretraining(train_net, opt, steps_per_execution, from_logits=not with_copy)
     if on_cluster_joined is not None:
         # Under MultiWorkerMirroredStrategy creating the variables broadcast the chief's
         # initial values: every worker has been reached.
