@@ -77,6 +77,9 @@ def parse_args(argv=None):
     g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
     g.add_argument("--scratch", action="store_true", help="train the tiny model from scratch "
                    "even when the demo model is installed")
+    g.add_argument("--copy", action=argparse.BooleanOptionalAction, default=False,
+                   help="add a copy mechanism: a pointer over the abstract's tokens mixed into the "
+                   "vocabulary distribution (See et al. 2017; new weights trained by this fine-tuning)")
     g.add_argument("--dropout", type=float, default=None,
                    help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
     g = p.add_argument_group("data (default: the CSL sample in examples/data/csl)")
@@ -198,7 +201,8 @@ def main(args=None, log=print):
     # ---- model
     with strategy.scope():
         model, tokenizer, source = seq2seq.load_model_and_tokenizer(
-            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log)
+            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log,
+            with_copy=args.copy)
     lr = args.lr if args.lr is not None else DEFAULT_LR[source]
     if args.max_source_len is None:
         args.max_source_len = DEFAULT_MAX_SOURCE_LEN[source]

@@ -47,14 +47,16 @@ def default_vocab_path():
 
 
 def load_model_and_tokenizer(config=None, checkpoint=None, vocab=None, model="bert", scratch=False,
-                             dropout=None, application="unilm", log=print):
+                             dropout=None, application="unilm", log=print, with_copy=False):
     """``(model, tokenizer, source)``, the model with an MLM head (probabilities).
 
     Sources, in order: ``config``/``checkpoint`` (Google TF or Hugging Face; ``vocab``
     required, simplified bert4keras-style with ``load_vocab(simplified=True)``), the
     shipped demo model, a tiny model from scratch (``scratch=True`` forces it; random
     init, only shows that a pipeline runs). ``source`` is ``'checkpoint'``, ``'demo'``
-    or ``'scratch'``. ``dropout``: overrides the config's rates.
+    or ``'scratch'``. ``dropout``: overrides the config's rates. ``with_copy``: add a
+    copy mechanism (a pointer over the source tokens, ``layers/copy.py``; new weights,
+    trained by the fine-tuning).
     """
     import pathlib
 
@@ -63,6 +65,8 @@ def load_model_and_tokenizer(config=None, checkpoint=None, vocab=None, model="be
     from kerasnlp_plus.tokenizers import Tokenizer, load_vocab
 
     overrides = _dropout_overrides(dropout)
+    if with_copy:
+        overrides["with_copy"] = True
     if checkpoint or config:
         if not vocab:
             raise ValueError("--vocab is required with --config/--checkpoint")
