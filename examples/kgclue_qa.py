@@ -80,6 +80,9 @@ def parse_args(argv=None):
     g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert", "roformer"],
                    help="the checkpoint's family; roformer: rotary positions (RoFormer, RoFormer-Sim)")
     g.add_argument("--scratch", action="store_true")
+    g.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
+                   help="a copy mechanism (a pointer over the question's tokens, See et al. 2017); default: "
+                   "on when the checkpoint holds a trained one (the demo model does)")
     g.add_argument("--dropout", type=float, default=None,
                    help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
     g = p.add_argument_group("data (read from the official files, never copied)")
@@ -186,7 +189,8 @@ def main(args=None, log=print):
 
     with strategy.scope():
         model, tokenizer, source = seq2seq.load_model_and_tokenizer(
-            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log)
+            args.config, args.checkpoint, args.vocab, args.model, args.scratch, args.dropout, log=log,
+            with_copy=args.copy)
     check_sequence_length(model, args.max_question_len + args.max_key_len, "--max-question-len + --max-key-len =")
     keys = KeyEncoder(tokenizer)
     trie, trie_stats = build_kb_trie(kb_path, keys, args.max_key_len, args.limit_kb,

@@ -77,9 +77,10 @@ def parse_args(argv=None):
     g.add_argument("--model", default="bert", choices=["bert", "roberta", "albert"])
     g.add_argument("--scratch", action="store_true", help="train the tiny model from scratch "
                    "even when the demo model is installed")
-    g.add_argument("--copy", action=argparse.BooleanOptionalAction, default=False,
-                   help="add a copy mechanism: a pointer over the abstract's tokens mixed into the "
-                   "vocabulary distribution (See et al. 2017; new weights trained by this fine-tuning)")
+    g.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
+                   help="a copy mechanism: a pointer over the abstract's tokens mixed into the vocabulary "
+                   "distribution (See et al. 2017). Default: on when the checkpoint holds a trained one "
+                   "(the demo model does); --copy on another checkpoint adds one that this fine-tuning trains")
     g.add_argument("--dropout", type=float, default=None,
                    help="dropout rate (default: the checkpoint's config; 0.1 from scratch)")
     g = p.add_argument_group("data (default: the CSL sample in examples/data/csl)")

@@ -38,8 +38,30 @@ def load_checkpoint(model, path, keep_tokens=None, naming=None):
         raise ValueError(f"unknown checkpoint naming {naming!r}; known: 'google', 'huggingface'")
 
 
+def has_copy_weights(path):
+    """Whether a Google or Hugging Face checkpoint holds a trained copy mechanism
+    (``cls/copy/...`` or ``cls.copy....``; see ``layers/copy.py``)."""
+    path = os.fspath(path)
+    if is_huggingface_checkpoint(path):
+        from kerasnlp_plus.checkpoints.huggingface import resolve_weights_file
+
+        weights = resolve_weights_file(path)
+        if weights.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(weights, framework="numpy") as f:
+                return "cls.copy.gate.weight" in f.keys()
+        from kerasnlp_plus.checkpoints.huggingface import read_weights
+
+        return "cls.copy.gate.weight" in read_weights(weights)
+    if is_google_checkpoint(path):
+        return "cls/copy/gate/kernel" in checkpoint_variable_names(path)
+    return False
+
+
 __all__ = [
     "checkpoint_variable_names",
+    "has_copy_weights",
     "load_checkpoint",
     "load_google_checkpoint",
     "load_huggingface_weights",

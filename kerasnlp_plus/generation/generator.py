@@ -82,6 +82,8 @@ class Generator:
         model: a :class:`kerasnlp_plus.models.Transformer` (or the handle returned with
             ``return_keras_model=False``) built with ``application='lm'`` or
             ``'unilm'`` and ``with_mlm=True`` (probabilities) or ``'linear'`` (logits).
+            A model with a copy mechanism (``with_copy=True``) decodes with its pointer
+            in every path: the source's pointer keys are computed once, at the prefill.
         end_id: the id that ends a sequence (e.g. [SEP]).
         maxlen: the most generated tokens (decoding steps).
         minlen: outputs shorter than this are not checked for ending (bert4keras).

@@ -47,7 +47,7 @@ def default_vocab_path():
 
 
 def load_model_and_tokenizer(config=None, checkpoint=None, vocab=None, model="bert", scratch=False,
-                             dropout=None, application="unilm", log=print, with_copy=False):
+                             dropout=None, application="unilm", log=print, with_copy=None):
     """``(model, tokenizer, source)``, the model with an MLM head (probabilities).
 
     Sources, in order: ``config``/``checkpoint`` (Google TF or Hugging Face; ``vocab``
@@ -55,8 +55,9 @@ def load_model_and_tokenizer(config=None, checkpoint=None, vocab=None, model="be
     shipped demo model, a tiny model from scratch (``scratch=True`` forces it; random
     init, only shows that a pipeline runs). ``source`` is ``'checkpoint'``, ``'demo'``
     or ``'scratch'``. ``dropout``: overrides the config's rates. ``with_copy``: add a
-    copy mechanism (a pointer over the source tokens, ``layers/copy.py``; new weights,
-    trained by the fine-tuning).
+    copy mechanism (a pointer over the source tokens, ``layers/copy.py``); ``None``:
+    exactly when the checkpoint holds a trained one (the demo model does). A pointer
+    the checkpoint lacks starts from random weights and is trained by the fine-tuning.
     """
     import pathlib
 
@@ -64,29 +65,35 @@ def load_model_and_tokenizer(config=None, checkpoint=None, vocab=None, model="be
     from kerasnlp_plus.pretraining import demo_model_path
     from kerasnlp_plus.tokenizers import Tokenizer, load_vocab
 
+    from kerasnlp_plus.checkpoints import has_copy_weights
+
     overrides = _dropout_overrides(dropout)
-    if with_copy:
-        overrides["with_copy"] = True
+
+    def pointer(checkpoint_path):
+        use = has_copy_weights(checkpoint_path) if with_copy is None and checkpoint_path else bool(with_copy)
+        return {"with_copy": True} if use else {}
     if checkpoint or config:
         if not vocab:
             raise ValueError("--vocab is required with --config/--checkpoint")
         token_dict, keep_tokens = load_vocab(vocab, simplified=True, startswith=SPECIAL_TOKENS)
         tokenizer = Tokenizer(token_dict, do_lower_case=True)
         net = build_transformer_model(config, checkpoint, model=model, application=application, with_mlm=True,
-                                      keep_tokens=keep_tokens, **overrides)
+                                      keep_tokens=keep_tokens, **overrides, **pointer(checkpoint))
         log(f"model: {model} from {checkpoint or config} (vocab simplified to {len(keep_tokens)} tokens)")
         return net, tokenizer, "checkpoint"
     demo = pathlib.Path(demo_model_path())
     if not scratch and (demo / "config.json").is_file() and (demo / "vocab.txt").is_file():
         tokenizer = Tokenizer(str(demo / "vocab.txt"), do_lower_case=True)
-        net = build_transformer_model(str(demo), str(demo), application=application, with_mlm=True, **overrides)
-        log(f"model: the pretrained demo model in {demo}")
+        net = build_transformer_model(str(demo), str(demo), application=application, with_mlm=True, **overrides,
+                                      **pointer(str(demo)))
+        log(f"model: the pretrained demo model in {demo}"
+            + (" with its pretrained copy mechanism (a pointer over the source tokens)" if net.with_copy else ""))
         return net, tokenizer, "demo"
     token_dict, keep_tokens = load_vocab(str(vocab or default_vocab_path()), simplified=True,
                                          startswith=SPECIAL_TOKENS)
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
     net = build_transformer_model(None, application=application, with_mlm=True, vocab_size=len(keep_tokens),
-                                  **TINY_CONFIG, **overrides)
+                                  **TINY_CONFIG, **overrides, **pointer(None))
     log("model: NO pretrained weights found: training a tiny model FROM SCRATCH "
         f"({TINY_CONFIG['num_hidden_layers']} layers, hidden {TINY_CONFIG['hidden_size']}, "
         f"vocab {len(keep_tokens)}). This only shows the pipeline; its scores are not "
