@@ -13,6 +13,7 @@ from generation_fixtures import END, MAXLEN, assert_generator_matches_uncached, 
 from generation_fixtures import abstracts, tokenizer  # noqa: F401  (fixtures)
 from test_generation_program import CHECK
 
+from kerasnlp_plus.checkpoints import has_copy_weights
 from kerasnlp_plus.generation import Generator
 from kerasnlp_plus.models import build_transformer_model
 
@@ -108,6 +109,7 @@ def test_checkpoint_loads_into_a_model_with_a_copy_head(tmp_path):
 
     plain = build_transformer_model(None, application="unilm", with_mlm=True, **TINY)
     save_huggingface(plain, tmp_path / "hf")
+    assert not has_copy_weights(tmp_path / "hf")
     model = build_transformer_model(str(tmp_path / "hf"), str(tmp_path / "hf"), application="unilm",
                                     with_mlm=True, with_copy=True)
     for name in ("Embedding-Token", "Transformer-1", "MLM-Dense"):
@@ -188,6 +190,7 @@ def test_checkpoint_round_trip_keeps_the_pointer(naming, tmp_path):
     else:
         save_huggingface(model, tmp_path / "hf")
         config = checkpoint = str(tmp_path / "hf")
+    assert has_copy_weights(checkpoint)
     loaded = build_transformer_model(config, checkpoint, application="unilm", with_mlm=True, with_copy=True)
     np.testing.assert_array_equal(np.asarray(loaded([TOKENS, SEGMENTS])), np.asarray(model([TOKENS, SEGMENTS])))
     # a model without the pointer reads the same file (the extra variables are not its)
