@@ -29,11 +29,13 @@ def copy_model(seed=1, **kw):
     model = build_transformer_model(None, application="unilm", with_mlm=True, with_copy=True, **{**TINY, **kw})
     # a gate that mixes both distributions visibly
     model.copy_mechanism.gate_kernel.assign(np.random.default_rng(seed).normal(0, 0.5, (16, 1)).astype("float32"))
+    model.copy_mechanism.continuation.assign([1.5])  # the selective-read bonus counts too
     return model
 
 
 def reference_pointer_generator(model, hidden, vocab_probs, token_ids, segment_ids):
-    """p = g p_vocab + (1 - g) sum_{s: x_s = w} a_s over the source tokens (NumPy)."""
+    """p = g p_vocab + (1 - g) sum_{s: x_s = w} a_s over the source tokens, with
+    a = softmax(q.k / sqrt(d) + c [x_{s-1} = x_t]) (NumPy)."""
     c = model.copy_mechanism
     w = {v.path.split("/")[-1]: np.asarray(v, np.float64) for v in c.weights}
     h = np.asarray(hidden, np.float64)
@@ -43,7 +45,9 @@ def reference_pointer_generator(model, hidden, vocab_probs, token_ids, segment_i
     for b in range(h.shape[0]):
         source = [s for s in range(h.shape[1]) if token_ids[b, s] != 0 and segment_ids[b, s] == 0]
         for t in range(h.shape[1]):
-            scores = np.array([q[b, t] @ k[b, s] for s in source]) / np.sqrt(c.key_size)
+            scores = np.array([q[b, t] @ k[b, s] / np.sqrt(c.key_size)
+                               + w["continuation"][0] * (s > 0 and token_ids[b, s - 1] == token_ids[b, t])
+                               for s in source])
             a = np.exp(scores - scores.max())
             a /= a.sum()
             g = 1 / (1 + np.exp(-(h[b, t] @ w["gate_kernel"] + w["gate_bias"])[0]))
@@ -69,6 +73,21 @@ def test_distribution_equals_the_pointer_generator_formula():
     assert np.all(probs[0, 7, [5, 6, 7, 9]] > vocab[0, 7, [5, 6, 7, 9]] * 0.99)
 
 
+def test_selective_read_moves_the_pointer_one_position_on():
+    """With a large continuation bonus, after writing source token x the pointer
+    copies the token that follows x in the source."""
+    model = copy_model()
+    model.copy_mechanism.continuation.assign([30.0])
+    model.copy_mechanism.gate_bias.assign([-30.0])  # copy only
+    # position 7 holds target token 6 (the source's second token): next comes 7
+    tokens = TOKENS.copy()
+    tokens[0, 7] = 6
+    probs = np.asarray(model([tokens, SEGMENTS]))
+    assert probs[0, 7, 7] > 0.99
+    tokens[0, 7] = 9  # followed by [SEP] (3) in the source
+    assert np.asarray(model([tokens, SEGMENTS]))[0, 7, 3] > 0.99
+
+
 def test_unilm_source_never_sees_the_target_and_no_position_sees_the_future():
     model = copy_model()
     base = np.asarray(model([TOKENS, SEGMENTS]))
@@ -91,7 +110,9 @@ def test_loss_positions_view_keras_file_and_training():
     np.testing.assert_allclose(picked, full[:, [6, 7, 8]], atol=1e-7)
     view.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     before = [np.asarray(v).copy() for v in model.copy_mechanism.weights]
-    view.fit([TOKENS, SEGMENTS, np.array([[6, 7, 8]])], np.array([[20, 21, 3]]), epochs=2, verbose=0)
+    copying = TOKENS.copy()
+    copying[0, 7:9] = [6, 7]  # a title that copies the source's "6 7" (the selective read applies)
+    view.fit([copying, SEGMENTS, np.array([[6, 7, 8]])], np.array([[6, 7, 3]]), epochs=2, verbose=0)
     moved = [np.abs(np.asarray(v) - b).max() for v, b in zip(model.copy_mechanism.weights, before)]
     assert min(moved) > 0, moved  # every copy weight is trained through the functional graph
 
@@ -135,6 +156,7 @@ def test_bad_combinations_name_the_argument():
 def copy_unilm():
     model = tiny_model("unilm", end_bias=9.0, with_copy=True)
     model.copy_mechanism.gate_bias.assign([-1.0])  # mostly copying: the pointer decides
+    model.copy_mechanism.continuation.assign([3.0])  # the fed token steers the pointer
     return model
 
 

@@ -65,6 +65,7 @@ def _copy_entries(entries, model, prefix, sep, transpose, kernel, bias):
         entries.append(Entry(getattr(copy, f"{part}_kernel"), f"{prefix}{sep}{part}{sep}{kernel}",
                              transpose=transpose, optional=True))
         entries.append(Entry(getattr(copy, f"{part}_bias"), f"{prefix}{sep}{part}{sep}{bias}", optional=True))
+    entries.append(Entry(copy.continuation, f"{prefix}{sep}continuation", optional=True))
 
 
 def google_layout(model):

@@ -204,11 +204,12 @@ class Generator:
             return ()
         return tuple(ops.repeat(t, copies, axis=0) for t in self.model.copy_context(hidden, token_ids, segment_ids))
 
-    def _scores(self, hidden, temperature, rtype, copy_context=()):
+    def _scores(self, hidden, temperature, rtype, copy_context=(), query_ids=None):
         """bert4keras' ``wraps`` transformation: probabilities with temperature, or
-        their ``log(p + 1e-12)``. ``copy_context``: see :meth:`_copy_context`."""
+        their ``log(p + 1e-12)``. ``copy_context``: see :meth:`_copy_context`;
+        ``query_ids``: the token fed at ``hidden`` (the copy mechanism reads it)."""
         if copy_context:
-            out = self.model.output_probabilities(hidden[:, None], copy_context)[:, 0]
+            out = self.model.output_probabilities(hidden[:, None], copy_context, query_ids[:, None])[:, 0]
         else:
             out = ops.cast(self.model.mlm_head(hidden), "float32")
         if not self._probabilities:
@@ -232,7 +233,8 @@ class Generator:
         last = ops.sum(ops.cast(valid, "int32"), axis=1) - 1
         context = self._copy_context(hidden, token_ids, segment_ids, 1)
         hidden = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
-        scores = self._scores(hidden, temperature, rtype, context)
+        last_ids = ops.take_along_axis(token_ids, last[:, None], axis=1)[:, 0]
+        scores = self._scores(hidden, temperature, rtype, context, last_ids)
         return scores, ops.repeat(cache, copies, axis=1), tuple(ops.repeat(t, copies, axis=0) for t in context)
 
     def _step(self, token_ids, parents, cache, index, position_ids, source_valid, source_length, temperature, rtype,
@@ -246,7 +248,7 @@ class Generator:
         hidden, cache = self._forward(
             token_ids[:, None], segments[:, None], position_ids[:, None], cache, index, visible[:, None, :]
         )
-        return self._scores(hidden[:, 0], temperature, rtype, copy_context), cache
+        return self._scores(hidden[:, 0], temperature, rtype, copy_context, token_ids), cache
 
     # --- host side ---------------------------------------------------------------------
     def _prepare(self, inputs):

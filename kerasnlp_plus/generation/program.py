@@ -133,7 +133,7 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
             position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
         )
-        return generator._scores(hidden[:, 0], temperature, rtype, copy_context), cache
+        return generator._scores(hidden[:, 0], temperature, rtype, copy_context, tokens), cache
 
     raw_step = lean_step if lean else full_step
     if jit_steps:
@@ -162,7 +162,8 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             cache = tf.repeat(cache, K, axis=1)
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         last = tf.gather(hidden, lengths - 1, batch_dims=1)
-        scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1))
+        scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1),
+                                   tf.gather(token_ids, lengths - 1, batch_dims=1))
         row_lengths = tf.repeat(lengths, K)
         copy_context = generator._copy_context(hidden, token_ids, segment_ids, K)
 

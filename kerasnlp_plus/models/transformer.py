@@ -402,8 +402,8 @@ class Transformer(HostCheckedInputs, keras.Model):
             if with_copy:
                 # keys=False: the layer computes them in its call (a variable read by a
                 # plain op here would be frozen into the functional graph)
-                probs = self.copy_mechanism(sequence, probs, *self.copy_context(sequence, token_ids, segment_ids,
-                                                                                  keys=False))
+                context = self.copy_context(sequence, token_ids, segment_ids, keys=False)
+                probs = self.copy_mechanism(sequence, probs, *context, context[1])
             outputs.append(SequenceMask(dtype="float32", name="MLM-Output")([probs, token_ids]))
         # bert4keras' rule: one output -> it; two -> the second; more -> all but the first
         if len(outputs) == 1:
@@ -497,17 +497,18 @@ class Transformer(HostCheckedInputs, keras.Model):
         source = ops.logical_and(ops.not_equal(token_ids, 0), ops.equal(ops.cast(segment_ids, "int32"), 0))
         return (self.copy_mechanism.keys(hidden) if keys else hidden), token_ids, source
 
-    def output_probabilities(self, hidden, copy_context=None):
+    def output_probabilities(self, hidden, copy_context=None, query_ids=None):
         """The MLM output at ``hidden`` ``(batch, P, hidden)``: :meth:`mlm_head`, mixed
         with the copy distribution over ``copy_context`` (see :meth:`copy_context`)
-        when the model has a copy mechanism."""
+        when the model has a copy mechanism; ``query_ids`` ``(batch, P)`` are the token
+        ids at those positions (the tokens just written)."""
         probs = self.mlm_head(hidden)
         if self.copy_mechanism is None:
             return probs
-        if copy_context is None:
+        if copy_context is None or query_ids is None:
             raise ValueError("this model has a copy mechanism (with_copy=True): its output needs the "
-                             "source's copy_context")
-        return self.copy_mechanism.mix(hidden, probs, *copy_context)
+                             "source's copy_context and the query_ids")
+        return self.copy_mechanism.mix(hidden, probs, *copy_context, query_ids)
 
     def loss_positions_model(self):
         """A training view of this model that runs the MLM head only where the loss
@@ -530,7 +531,8 @@ class Transformer(HostCheckedInputs, keras.Model):
         if self.copy_mechanism is not None:
             token_ids, segment_ids = self.inputs[0], self.inputs[1]
             context = self.copy_context(self._sequence_output, token_ids, segment_ids, keys=False)
-            head = self.copy_mechanism(picked, self.mlm_head(picked), *context)
+            picked_ids = ops.take_along_axis(context[1], ops.cast(positions, "int32"), axis=1)
+            head = self.copy_mechanism(picked, self.mlm_head(picked), *context, picked_ids)
         else:
             head = self.mlm_head(picked)
         return LossPositionsModel(
