@@ -29,13 +29,15 @@ def copy_model(seed=1, **kw):
     model = build_transformer_model(None, application="unilm", with_mlm=True, with_copy=True, **{**TINY, **kw})
     # a gate that mixes both distributions visibly
     model.copy_mechanism.gate_kernel.assign(np.random.default_rng(seed).normal(0, 0.5, (16, 1)).astype("float32"))
-    model.copy_mechanism.continuation.assign([1.5])  # the selective-read bonus counts too
+    c = model.copy_mechanism  # the selective-read bonus counts too
+    c.continuation_kernel.assign(np.random.default_rng(seed + 1).normal(0, 0.5, (16, 1)).astype("float32"))
+    c.continuation_bias.assign([1.5])
     return model
 
 
 def reference_pointer_generator(model, hidden, vocab_probs, token_ids, segment_ids):
     """p = g p_vocab + (1 - g) sum_{s: x_s = w} a_s over the source tokens, with
-    a = softmax(q.k / sqrt(d) + c [x_{s-1} = x_t]) (NumPy)."""
+    a = softmax(q.k / sqrt(d) + c_t [x_{s-1} = x_t]), c_t = u.h_t + e (NumPy)."""
     c = model.copy_mechanism
     w = {v.path.split("/")[-1]: np.asarray(v, np.float64) for v in c.weights}
     h = np.asarray(hidden, np.float64)
@@ -46,7 +48,8 @@ def reference_pointer_generator(model, hidden, vocab_probs, token_ids, segment_i
         source = [s for s in range(h.shape[1]) if token_ids[b, s] != 0 and segment_ids[b, s] == 0]
         for t in range(h.shape[1]):
             scores = np.array([q[b, t] @ k[b, s] / np.sqrt(c.key_size)
-                               + w["continuation"][0] * (s > 0 and token_ids[b, s - 1] == token_ids[b, t])
+                               + (h[b, t] @ w["continuation_kernel"] + w["continuation_bias"])[0]
+                               * (s > 0 and token_ids[b, s - 1] == token_ids[b, t])
                                for s in source])
             a = np.exp(scores - scores.max())
             a /= a.sum()
@@ -77,7 +80,8 @@ def test_selective_read_moves_the_pointer_one_position_on():
     """With a large continuation bonus, after writing source token x the pointer
     copies the token that follows x in the source."""
     model = copy_model()
-    model.copy_mechanism.continuation.assign([30.0])
+    model.copy_mechanism.continuation_kernel.assign(np.zeros((16, 1), "float32"))
+    model.copy_mechanism.continuation_bias.assign([30.0])
     model.copy_mechanism.gate_bias.assign([-30.0])  # copy only
     # position 7 holds target token 6 (the source's second token): next comes 7
     tokens = TOKENS.copy()
@@ -156,7 +160,7 @@ def test_bad_combinations_name_the_argument():
 def copy_unilm():
     model = tiny_model("unilm", end_bias=9.0, with_copy=True)
     model.copy_mechanism.gate_bias.assign([-1.0])  # mostly copying: the pointer decides
-    model.copy_mechanism.continuation.assign([3.0])  # the fed token steers the pointer
+    model.copy_mechanism.continuation_bias.assign([3.0])  # the fed token steers the pointer
     return model
 
 

@@ -61,11 +61,10 @@ def _copy_entries(entries, model, prefix, sep, transpose, kernel, bias):
     copy = getattr(model, "copy_mechanism", None)
     if copy is None:
         return
-    for part in ("query", "key", "gate"):
+    for part in ("query", "key", "gate", "continuation"):
         entries.append(Entry(getattr(copy, f"{part}_kernel"), f"{prefix}{sep}{part}{sep}{kernel}",
                              transpose=transpose, optional=True))
         entries.append(Entry(getattr(copy, f"{part}_bias"), f"{prefix}{sep}{part}{sep}{bias}", optional=True))
-    entries.append(Entry(copy.continuation, f"{prefix}{sep}continuation", optional=True))
 
 
 def google_layout(model):

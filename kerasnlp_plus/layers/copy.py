@@ -10,13 +10,16 @@ I am writing out" becomes one attention step. The output distribution is
 
     p(w) = g * p_vocab(w) + (1 - g) * sum_{s: source_ids[s] = w} a_s
 
-with ``a`` a softmax over the source positions of ``q(h_t) . k(h_s) / sqrt(d) + c *
+with ``a`` a softmax over the source positions of ``q(h_t) . k(h_s) / sqrt(d) + c_t *
 [x_{s-1} = x_t]`` and the generation probability ``g = sigmoid(w . h_t + b)``, all from
-the last layer's hidden states. The learned bonus ``c`` goes to the source positions that
-follow an occurrence of the query position's own token ``x_t`` (the token just written):
+the last layer's hidden states. The bonus ``c_t = u . h_t + e`` goes to the source positions
+that follow an occurrence of the query position's own token ``x_t`` (the token just written):
 CopyNet's "selective read" (Gu et al. 2016, arXiv:1603.06393) in its simplest form. A
 phrase is copied by moving one source position on per step, which a small model's
-hidden states cannot locate on their own (they stutter: "监督督督"). Only source positions (segment 0, not padding) can be pointed at, so a
+hidden states cannot locate on their own (they stutter: "监督督督"). ``c_t`` depends on
+the position (continue inside a phrase, jump at its end) and, computed from a vector,
+learns at the pace of the other weights (a lone scalar moves by the learning rate per
+step under Adam). Only source positions (segment 0, not padding) can be pointed at, so a
 target position sees no later target token through the copy path either.
 """
 import math
@@ -62,7 +65,9 @@ class CopyMechanism(keras.layers.Layer):
         self.gate_kernel = self.add_weight(name="gate_kernel", shape=(hidden, 1), initializer=init)
         self.gate_bias = self.add_weight(name="gate_bias", shape=(1,), initializer="zeros")
         # The selective-read bonus starts at 0: a pointer trained without it is unchanged.
-        self.continuation = self.add_weight(name="continuation", shape=(1,), initializer="zeros")
+        self.continuation_kernel = self.add_weight(name="continuation_kernel", shape=(hidden, 1),
+                                                   initializer="zeros")
+        self.continuation_bias = self.add_weight(name="continuation_bias", shape=(1,), initializer="zeros")
         self.built = True
 
     def keys(self, source_hidden):
@@ -80,7 +85,8 @@ class CopyMechanism(keras.layers.Layer):
         source_ids = ops.cast(source_ids, "int32")
         previous = ops.pad(source_ids[:, :-1], [[0, 0], [1, 0]], constant_values=-1)  # x_{s-1}
         follows = ops.equal(previous[:, None, :], ops.cast(query_ids, "int32")[:, :, None])
-        scores = scores + ops.cast(self.continuation, "float32") * ops.cast(follows, "float32")
+        bonus = _affine(query_hidden, self.continuation_kernel, self.continuation_bias)  # (batch, P, 1)
+        scores = scores + bonus * ops.cast(follows, "float32")
         allowed = ops.cast(source_mask, "bool")[:, None, :]
         scores = ops.where(allowed, scores, ops.full_like(scores, -1e9))
         attention = ops.softmax(scores, axis=-1) * ops.cast(allowed, "float32")  # a row without sources: 0
