@@ -331,7 +331,9 @@ class Transformer(HostCheckedInputs, keras.Model):
         # checkpoint format: a fine-tuning head, saved with the Keras weights.
         self.copy_mechanism = None
         if with_copy:
-            self.copy_mechanism = CopyMechanism(hidden_size, initializer_range=initializer_range, dtype=dtype,
+            # float32 like the MLM activation: it mixes probabilities, which a
+            # mixed-precision policy would otherwise round to 16 bits on the way in
+            self.copy_mechanism = CopyMechanism(hidden_size, initializer_range=initializer_range, dtype="float32",
                                                 name="Copy")
             self.copy_mechanism.build((None, None, hidden_size))
 
