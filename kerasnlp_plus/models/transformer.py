@@ -195,6 +195,11 @@ class Transformer(HostCheckedInputs, keras.Model):
     ``i`` depends on the tokens earlier in the order and on ``i``'s position only, never
     on its own token. A pretrained BERT works as-is: the query stream is a masked LM.
 
+    ``with_copy`` (``'unilm'`` with MLM probabilities): mix a pointer over the source
+    tokens into the MLM output (:class:`kerasnlp_plus.layers.CopyMechanism`, See et al.
+    2017 with CopyNet's selective read); :meth:`output_probabilities` and
+    :meth:`copy_context` are how the training view and the decoders apply it.
+
     Build it with :func:`kerasnlp_plus.models.build_transformer_model`, which parses the
     checkpoint's config and loads its weights.
     """
@@ -327,8 +332,8 @@ class Transformer(HostCheckedInputs, keras.Model):
             activation = "softmax" if with_mlm is True else with_mlm
             self.mlm_activation = keras.layers.Activation(activation, dtype="float32", name="MLM-Activation")
 
-        # Pointer-generator over the source tokens (layers/copy.py); not part of any
-        # checkpoint format: a fine-tuning head, saved with the Keras weights.
+        # Pointer-generator over the source tokens (layers/copy.py); checkpoints keep it
+        # under cls/copy (optional: a standard checkpoint leaves it freshly initialized).
         self.copy_mechanism = None
         if with_copy:
             # float32 like the MLM activation: it mixes probabilities, which a
