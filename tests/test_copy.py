@@ -189,6 +189,14 @@ def test_host_loop_and_full_cache_equal_the_compiled_lean_program(copy_unilm, co
     assert copied >= 0.8 * sum(t != END for out in outputs for t in out)
 
 
+def test_sampling_with_copy_at_top_k_1_is_greedy(copy_unilm, copy_sources):
+    """The compiled sampler reads the pointer too: with top-k 1 it is greedy decoding."""
+    generator = Generator(copy_unilm, END, MAXLEN, jit_compile=False)
+    greedy = generator.beam_search(padded(copy_sources), topk=1)
+    sampled = generator.random_sample(padded(copy_sources), n=2, topk=1, seed=3)
+    assert sampled == [[out, out] for out in greedy]
+
+
 def test_export_with_copy_reproduces_outputs_without_the_package(copy_unilm, copy_sources, tmp_path):
     generator = Generator(copy_unilm, END, MAXLEN, jit_compile=False)
     path = generator.export(tmp_path / "decoder", topk=3)
