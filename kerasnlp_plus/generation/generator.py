@@ -204,14 +204,16 @@ class Generator:
             return ()
         return tuple(ops.repeat(t, copies, axis=0) for t in self.model.copy_context(hidden, token_ids, segment_ids))
 
-    def _scores(self, hidden, temperature, rtype, copy_context=(), query_ids=None):
+    def _scores(self, hidden, temperature, rtype, copy_context=(), query_ids=None, output_kernel=None):
         """bert4keras' ``wraps`` transformation: probabilities with temperature, or
         their ``log(p + 1e-12)``. ``copy_context``: see :meth:`_copy_context`;
-        ``query_ids``: the token fed at ``hidden`` (the copy mechanism reads it)."""
+        ``query_ids``: the token fed at ``hidden`` (the copy mechanism reads it);
+        ``output_kernel``: ``model.mlm_output_kernel()``, computed once per decode."""
         if copy_context:
-            out = self.model.output_probabilities(hidden[:, None], copy_context, query_ids[:, None])[:, 0]
+            out = self.model.output_probabilities(hidden[:, None], copy_context, query_ids[:, None],
+                                                  output_kernel)[:, 0]
         else:
-            out = ops.cast(self.model.mlm_head(hidden), "float32")
+            out = ops.cast(self.model.mlm_head(hidden, output_kernel), "float32")
         if not self._probabilities:
             probas = ops.softmax(out / temperature, axis=-1)
         elif temperature != 1:
@@ -238,7 +240,7 @@ class Generator:
         return scores, ops.repeat(cache, copies, axis=1), tuple(ops.repeat(t, copies, axis=0) for t in context)
 
     def _step(self, token_ids, parents, cache, index, position_ids, source_valid, source_length, temperature, rtype,
-              copy_context=()):
+              copy_context=(), output_kernel=None):
         cache = ops.take(cache, parents, axis=1)  # reorder the rows by beam parent
         copy_context = tuple(ops.take(t, parents, axis=0) for t in copy_context)
         slots = ops.arange(ops.shape(source_valid)[1], dtype="int32")[None]
@@ -248,7 +250,7 @@ class Generator:
         hidden, cache = self._forward(
             token_ids[:, None], segments[:, None], position_ids[:, None], cache, index, visible[:, None, :]
         )
-        return self._scores(hidden[:, 0], temperature, rtype, copy_context, token_ids), cache
+        return self._scores(hidden[:, 0], temperature, rtype, copy_context, token_ids, output_kernel), cache
 
     # --- host side ---------------------------------------------------------------------
     def _prepare(self, inputs):

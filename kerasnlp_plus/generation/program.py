@@ -114,26 +114,26 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
     n_slots = n_first + maxlen  # generated slots of the lean cache
     segment_id = generator.segment_id
 
-    def full_step(tokens, parents, cache, column, positions, copy_context, source_valid, source_length):
+    def full_step(tokens, parents, cache, column, positions, copy_context, output_kernel, source_valid, source_length):
         if parents is None:
             parents = tf.range(tf.shape(tokens)[0])
         return generator._step(
             tokens, parents, cache, source_length + column, positions, source_valid, source_length,
-            temperature, rtype, copy_context,
+            temperature, rtype, copy_context, output_kernel,
         )
 
     # copy_context: the same for every row of a source, and parents stay within a
     # source's rows, so it needs no gather.
-    def lean_step(tokens, parents, cache, column, positions, copy_context, source_cache, source_valid):
-        if parents is not None:
-            cache = tf.gather(cache, parents, axis=1)  # the generated slots only
+    def lean_step(tokens, parents, cache, column, positions, copy_context, output_kernel, source_cache, source_valid):
+        if parents is not None:  # the generated slots only
+            cache = [tuple(tf.gather(t, parents, axis=0) for t in layer) for layer in cache]
         generated = tf.broadcast_to(tf.range(n_slots)[None] <= column, [tf.shape(tokens)[0], n_slots])
         visible = tf.concat([source_valid, generated], axis=1)[:, None, :]
         hidden, cache = model.call_with_cache(
             tokens[:, None], tf.fill([tf.shape(tokens)[0], 1], segment_id), cache, column, visible,
             position_ids=positions[:, None], return_hidden=True, source_cache=source_cache,
         )
-        return generator._scores(hidden[:, 0], temperature, rtype, copy_context, tokens), cache
+        return generator._scores(hidden[:, 0], temperature, rtype, copy_context, tokens, output_kernel), cache
 
     raw_step = lean_step if lean else full_step
     if jit_steps:
@@ -153,7 +153,12 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
         if lean:
             source_cache = model.init_cache(batch, length)
             hidden, source_cache = generator._forward(token_ids, segment_ids, positions, source_cache, 0, mask)
-            cache = model.init_cache(rows, n_slots)
+            # Keys and values apart, per layer, head-major (MultiHeadAttention's lean
+            # step): the steps read them in place and write each new slot in place.
+            source_cache = [tuple(tf.unstack(layer, axis=0))
+                            for layer in tf.unstack(tf.transpose(source_cache, [0, 2, 1, 4, 3, 5]))]
+            cache = [tuple(tf.unstack(layer, axis=0))
+                     for layer in tf.unstack(tf.transpose(model.init_cache(rows, n_slots), [0, 2, 1, 4, 3, 5]))]
             context = (source_cache, tf.repeat(valid, K, axis=0))
         else:  # every row holds a copy of its source's slots
             mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
@@ -161,14 +166,17 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
             cache = tf.repeat(cache, K, axis=1)
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
+        # E^T once per call: every step's head reads it (see Transformer.mlm_head).
+        output_kernel = model.mlm_output_kernel()
         last = tf.gather(hidden, lengths - 1, batch_dims=1)
         scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1),
-                                   tf.gather(token_ids, lengths - 1, batch_dims=1))
+                                   tf.gather(token_ids, lengths - 1, batch_dims=1), output_kernel)
         row_lengths = tf.repeat(lengths, K)
         copy_context = generator._copy_context(hidden, token_ids, segment_ids, K)
 
         def step(tokens, parents, cache, column):
-            return raw_step(tokens, parents, cache, column, row_lengths + column, copy_context, *context)
+            return raw_step(tokens, parents, cache, column, row_lengths + column, copy_context, output_kernel,
+                            *context)
 
         if first:
             scores, cache = step(tf.fill([rows], first[0]), tf.range(rows), cache, 0)
