@@ -240,19 +240,32 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
 
         def body(s):
             i = s["i"]
-            logp = tf.cast(s["logits"], tf.float64)
-            cand = s["scores"][:, :, None] + tf.reshape(logp, [batch, K, V])
+            logp = s["logits"]
             if with_trie:
                 allowed = _allowed_mask(
                     tf.reshape(s["node"], [-1]), offsets, labels, V, end_id, children, node_scores
                 )
                 if with_node_scores:
                     allowed, adjust = allowed
-                    cand = cand + tf.reshape(adjust, [batch, K, V])
+            if with_node_scores:  # the adjustment is per id: rank all K x V candidates
+                cand = s["scores"][:, :, None] + tf.reshape(tf.cast(logp, tf.float64), [batch, K, V])
+                cand = cand + tf.reshape(adjust, [batch, K, V])  # the host loop's order of additions
                 cand = tf.where(tf.reshape(allowed, [batch, K, V]), cand, NEG_INF)
-            values, flat = tf.math.top_k(tf.reshape(cand, [batch, K * V]), k=K, sorted=True)
+                values, flat = tf.math.top_k(tf.reshape(cand, [batch, K * V]), k=K, sorted=True)
+                parent, token = flat // V, flat % V
+            else:
+                # The best K of a source's K x V candidates lie among each beam's best K
+                # ids (a beam adds one score to all its ids), so rank those K x K only.
+                # Same picks and ties as ranking all K x V: top_k prefers the lower
+                # index, i.e. the lower beam, then the lower id, at both stages.
+                if with_trie:
+                    logp = tf.where(allowed, logp, tf.constant(NEG_INF, logp.dtype))
+                row_values, row_ids = tf.math.top_k(logp, k=K, sorted=True)  # (rows, K)
+                cand = s["scores"][:, :, None] + tf.reshape(tf.cast(row_values, tf.float64), [batch, K, K])
+                values, pick = tf.math.top_k(tf.reshape(cand, [batch, K * K]), k=K, sorted=True)
+                parent = pick // K
+                token = tf.gather(tf.reshape(row_ids, [batch, K * K]), pick, batch_dims=1)
             selected = tf.logical_and(slot < s["k"][:, None], values > NEG_INF)
-            parent, token = flat // V, flat % V
             ids = tf.gather(s["ids"], parent, batch_dims=1)
             ids = tf.where(column == i, token[:, :, None], ids)
             counts = tf.gather(s["counts"], parent, batch_dims=1) + tf.cast(token == end_id, tf.int32)
