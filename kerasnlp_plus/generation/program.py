@@ -260,11 +260,13 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
                 # index, i.e. the lower beam, then the lower id, at both stages.
                 if with_trie:
                     logp = tf.where(allowed, logp, tf.constant(NEG_INF, logp.dtype))
-                row_values, row_ids = tf.math.top_k(logp, k=K, sorted=True)  # (rows, K)
-                cand = s["scores"][:, :, None] + tf.reshape(tf.cast(row_values, tf.float64), [batch, K, K])
-                values, pick = tf.math.top_k(tf.reshape(cand, [batch, K * K]), k=K, sorted=True)
-                parent = pick // K
-                token = tf.gather(tf.reshape(row_ids, [batch, K * K]), pick, batch_dims=1)
+                # A beam wider than the vocabulary keeps all V of each row's ids.
+                R = min(K, V)
+                row_values, row_ids = tf.math.top_k(logp, k=R, sorted=True)  # (rows, R)
+                cand = s["scores"][:, :, None] + tf.reshape(tf.cast(row_values, tf.float64), [batch, K, R])
+                values, pick = tf.math.top_k(tf.reshape(cand, [batch, K * R]), k=K, sorted=True)
+                parent = pick // R
+                token = tf.gather(tf.reshape(row_ids, [batch, K * R]), pick, batch_dims=1)
             selected = tf.logical_and(slot < s["k"][:, None], values > NEG_INF)
             ids = tf.gather(s["ids"], parent, batch_dims=1)
             ids = tf.where(column == i, token[:, :, None], ids)
