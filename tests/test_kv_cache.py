@@ -65,3 +65,37 @@ def test_cache_rejects_plm():
     with pytest.raises(ValueError, match="plm"):
         m.call_with_cache(np.ones((1, 1), np.int32), np.zeros((1, 1), np.int32), m.init_cache(1, 4), 0,
                           np.ones((1, 1, 4), bool))
+
+
+@pytest.mark.parametrize("application", ["unilm", "lm"])
+@pytest.mark.parametrize("family,attention_scale", [("bert", "standard"), ("bert", "log_n"), ("roformer", "standard")])
+def test_prefill_at_output_positions_equals_full_pass(family, attention_scale, application):
+    """``output_positions`` (a decoder's prefill: the last layer's queries at each
+    row's last token only) gives the full pass's output there and the same cache."""
+    from tiny_transformer import sharpen
+
+    rng = np.random.default_rng(11)
+    m = sharpen(tiny(application, model=family, attention_scale=attention_scale))
+    lengths = [7, 4, 1]
+    width = max(lengths)
+    tokens = np.zeros((3, width), np.int32)
+    for b, n in enumerate(lengths):
+        tokens[b, :n] = rng_tokens(rng, (n,))
+    segs = np.zeros_like(tokens)
+    if application == "unilm":  # a target part: its queries see less than the source's
+        segs[0, 4:7] = segs[1, 2:4] = 1
+    valid = tokens != 0
+    positions = np.broadcast_to(np.arange(width, dtype=np.int32), tokens.shape)
+    rank = masks.application_ranks(application, tokens, segs)
+    visible = masks.visibility(rank, rank, valid)
+    last = np.array(lengths, np.int32) - 1
+
+    full, full_cache = m.call_with_cache(tokens, segs, m.init_cache(3, width), 0, visible, position_ids=positions)
+    picked, cache = m.call_with_cache(tokens, segs, m.init_cache(3, width), 0, visible, position_ids=positions,
+                                      output_positions=last)
+    assert picked.shape[:2] == (3, 1)
+    np.testing.assert_allclose(np.asarray(picked)[:, 0], np.asarray(full)[np.arange(3), last], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cache), np.asarray(full_cache), atol=1e-6)
+    for b, n in enumerate(lengths):  # and the uncached model on the unpadded row
+        np.testing.assert_allclose(np.asarray(picked)[b, 0], run(m, tokens[b:b + 1, :n], segs[b:b + 1, :n])[0, -1],
+                                   atol=1e-5)

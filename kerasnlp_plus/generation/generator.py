@@ -191,11 +191,23 @@ class Generator:
         self._programs = {}
 
     # --- the model pieces (traced) ---------------------------------------------------
-    def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask):
-        """Hidden states of the new tokens and the updated cache (without the MLM head,
-        so the prefill does not project every source position onto the vocabulary)."""
+    def _forward(self, token_ids, segment_ids, position_ids, cache, index, attention_mask, output_positions=None):
+        """Hidden states of the new tokens (at ``output_positions`` only, if given) and
+        the updated cache (without the MLM head, so the prefill does not project every
+        source position onto the vocabulary)."""
         return self.model.call_with_cache(token_ids, segment_ids, cache, index, attention_mask,
-                                          position_ids=position_ids, return_hidden=True)
+                                          position_ids=position_ids, return_hidden=True,
+                                          output_positions=output_positions)
+
+    def _prefill_forward(self, token_ids, segment_ids, position_ids, cache, attention_mask, last):
+        """``(hidden at last, all hidden or None, cache)`` of a prefill: the source's
+        hidden states are kept only for a copy mechanism, which reads them; otherwise
+        the last layer works at ``last`` only (``call_with_cache``'s output_positions)."""
+        if getattr(self.model, "copy_mechanism", None) is not None:
+            hidden, cache = self._forward(token_ids, segment_ids, position_ids, cache, 0, attention_mask)
+            return ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0], hidden, cache
+        hidden, cache = self._forward(token_ids, segment_ids, position_ids, cache, 0, attention_mask, last)
+        return hidden[:, 0], None, cache
 
     def _copy_context(self, hidden, token_ids, segment_ids, copies):
         """The copy mechanism's source context (``()`` without one), from the source's
@@ -231,10 +243,9 @@ class Generator:
         mask = ops.pad(mask, [[0, 0], [0, 0], [0, total_length - length]], constant_values=False)
         positions = ops.broadcast_to(ops.arange(length, dtype="int32")[None], (batch, length))
         cache = self.model.init_cache(batch, total_length)
-        hidden, cache = self._forward(token_ids, segment_ids, positions, cache, 0, mask)
         last = ops.sum(ops.cast(valid, "int32"), axis=1) - 1
-        context = self._copy_context(hidden, token_ids, segment_ids, 1)
-        hidden = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        hidden, everything, cache = self._prefill_forward(token_ids, segment_ids, positions, cache, mask, last)
+        context = self._copy_context(everything, token_ids, segment_ids, 1)
         last_ids = ops.take_along_axis(token_ids, last[:, None], axis=1)[:, 0]
         scores = self._scores(hidden, temperature, rtype, context, last_ids)
         return scores, ops.repeat(cache, copies, axis=1), tuple(ops.repeat(t, copies, axis=0) for t in context)

@@ -152,9 +152,10 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
         positions = tf.broadcast_to(tf.range(length)[None], tf.shape(token_ids))
         if lean:
             source_cache = model.init_cache(batch, length)
-            hidden, source_cache = generator._forward(token_ids, segment_ids, positions, source_cache, 0, mask)
+            last, hidden, source_cache = generator._prefill_forward(token_ids, segment_ids, positions, source_cache,
+                                                                    mask, lengths - 1)
             # Keys and values apart, per layer, head-major (MultiHeadAttention's lean
-            # step): the steps read them in place and write each new slot in place.
+            # step): the steps read them in place.
             source_cache = [tuple(tf.unstack(layer, axis=0))
                             for layer in tf.unstack(tf.transpose(source_cache, [0, 2, 1, 4, 3, 5]))]
             cache = [tuple(tf.unstack(layer, axis=0))
@@ -163,12 +164,12 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
         else:  # every row holds a copy of its source's slots
             mask = tf.pad(mask, [[0, 0], [0, 0], [0, total - length]], constant_values=False)
             cache = model.init_cache(batch, total)
-            hidden, cache = generator._forward(token_ids, segment_ids, positions, cache, 0, mask)
+            last, hidden, cache = generator._prefill_forward(token_ids, segment_ids, positions, cache, mask,
+                                                             lengths - 1)
             cache = tf.repeat(cache, K, axis=1)
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         # E^T once per call: every step's head reads it (see Transformer.mlm_head).
         output_kernel = model.mlm_output_kernel()
-        last = tf.gather(hidden, lengths - 1, batch_dims=1)
         scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1),
                                    tf.gather(token_ids, lengths - 1, batch_dims=1), output_kernel)
         row_lengths = tf.repeat(lengths, K)

@@ -580,6 +580,7 @@ class Transformer(HostCheckedInputs, keras.Model):
         position_ids=None,
         return_hidden=False,
         source_cache=None,
+        output_positions=None,
     ):
         """Run ``token_ids`` (the new tokens only) against the cache.
 
@@ -594,13 +595,19 @@ class Transformer(HostCheckedInputs, keras.Model):
                 ``cache_update_index + arange(new_length)``.
             return_hidden: return the last layer's hidden states instead of the MLM
                 output (a decoder's prefill needs the head at one position only).
-            source_cache: a lean decoder's shared source keys/values, head-major
-                ``(layers, sources, 2, heads, source_len, head_size)`` (a prefilled
-                :meth:`init_cache` transposed on axes 3 and 4, or a list of its
-                per-layer tensors); then
-                ``cache`` holds only the generated slots of ``batch`` rows (the beams
-                of each source consecutive) and ``attention_mask`` covers
-                ``source_len + max_length`` slots (see ``MultiHeadAttention``).
+            source_cache: a lean decoder's shared source keys/values: per layer
+                ``(keys, values)``, each head-major ``(sources, heads, source_len,
+                head_size)`` (a prefilled :meth:`init_cache`, transposed); then
+                ``cache`` holds per layer ``(keys, values)`` of the generated slots of
+                the ``batch`` rows (the beams of each source consecutive), each
+                ``(sources, heads, beams * max_length, head_size)``, and
+                ``attention_mask`` covers ``source_len + beams * max_length`` slots
+                (see ``MultiHeadAttention``).
+            output_positions: int ``(batch,)``: return the output at this one new
+                token of each row only, ``(batch, 1, ...)`` (a decoder's prefill: the
+                last source token). The last layer then computes its keys and values
+                for every token but its queries, attention output and feed-forward
+                for these tokens only (a quarter of a 3-layer prefill's work).
 
         Returns:
             ``(output, cache)``: the MLM output (or hidden states without an MLM head,
@@ -614,19 +621,30 @@ class Transformer(HostCheckedInputs, keras.Model):
             position_ids = cache_update_index + ops.arange(length, dtype="int32")[None, :]
         x = self.embed(token_ids, segment_ids, position_ids)
         caches = []
-        for depth, block in enumerate(self.blocks_by_depth):
+        blocks = self.blocks_by_depth
+        pick = None if output_positions is None else ops.cast(output_positions, "int32")[:, None, None]
+        # Rotary attention rotates queries and keys at one shared position_ids, so a
+        # rotary last layer runs on every token and the output is picked afterwards.
+        trim = pick is not None and bool(blocks) and not blocks[-1].attention.rotary
+        for depth, block in enumerate(blocks):
             extra = {} if source_cache is None else {"source_cache": source_cache[depth]}
+            query, mask = x, attention_mask
+            if trim and depth == len(blocks) - 1:  # queries at the output positions only
+                query = ops.take_along_axis(x, pick, axis=1)
+                mask = None if attention_mask is None else ops.take_along_axis(attention_mask, pick, axis=1)
             x, layer_cache = block(
-                x, attention_mask=attention_mask, cache=cache[depth], cache_update_index=cache_update_index,
+                query, value=x, attention_mask=mask, cache=cache[depth], cache_update_index=cache_update_index,
                 position_ids=position_ids, **extra,
             )
             caches.append(layer_cache)
+        if pick is not None and not trim:
+            x = ops.take_along_axis(x, pick, axis=1)
         if self._with_mlm and not return_hidden and self.copy_mechanism is not None:
             raise ValueError("call_with_cache: a model with a copy mechanism needs return_hidden=True and "
                              "output_probabilities(hidden, copy_context) (the source's keys are not cached)")
         output = self.mlm_head(x) if self._with_mlm and not return_hidden else x
-        # A list in, a list out: a decoder that keeps one tensor per layer updates each
-        # in place (stacking copied the whole cache every step).
+        # A list in, a list out: a decoder that keeps one tensor per layer updates
+        # only those (stacking copied the whole cache every step).
         return output, (caches if isinstance(cache, (list, tuple)) else ops.stack(caches, axis=0))
 
     def _input_check(self):
