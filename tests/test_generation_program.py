@@ -239,3 +239,24 @@ def test_compiled_sampling_is_seeded_and_samples_the_filtered_distribution(unilm
         dof = len(big) - 1
         critical = dof_critical or dof + 3.1 * np.sqrt(2 * dof) + 2
         assert dof >= 1 and chi2 < critical, (topk, topp, chi2, dof)
+
+
+@pytest.mark.parametrize("n,width", [(21128, 256), (1000, 64), (50, 64), (130, 8)])
+def test_blockwise_top_k_equals_tensorflows(n, width):
+    """The beam step's top-k (best blocks first) returns tf.math.top_k's values and
+    ids, ties (to the lower id) and -inf rows (a trie's mask) included."""
+    import tensorflow as tf
+
+    from kerasnlp_plus.generation.program import _top_k
+
+    rng = np.random.default_rng(n)
+    for trial in range(40):
+        x = rng.integers(0, 4, size=(6, n)).astype(np.float64 if trial % 2 else np.float32)
+        x[rng.random(x.shape) < (0.0, 0.5, 0.99)[trial % 3]] = -np.inf  # many ties, few allowed ids
+        if trial % 5 == 0:
+            x[1] = -np.inf  # nothing allowed
+        for k in (1, 3, 5):
+            expected = tf.math.top_k(x, k=k, sorted=True)
+            values, ids = _top_k(tf.constant(x), k, width=width)
+            np.testing.assert_array_equal(ids.numpy(), expected.indices.numpy())
+            np.testing.assert_array_equal(values.numpy(), expected.values.numpy())

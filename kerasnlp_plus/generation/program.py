@@ -83,6 +83,28 @@ def _allowed_mask(node, offsets, labels, vocab_size, end_id, children=None, node
     return mask, adjust
 
 
+def _top_k(x, k, width=256):
+    """``tf.math.top_k(x, k)`` (sorted; the same values, ids and ties: a higher value
+    first, then the lower id), found faster on wide rows: the row's blocks of
+    ``width`` are ranked by their maxima and only the best ``k`` blocks, in id
+    order, are searched. Exact: an element outside those blocks is beaten by each
+    chosen block's maximum (higher, or equal with a lower id), ``k`` elements in all.
+    TensorFlow's top_k visits every element through a heap: ~0.8 ms for 24 x 21,128
+    on this machine, ~0.3 ms this way."""
+    n = x.shape[-1]
+    chunks = None if n is None else -(-n // width)
+    if chunks is None or chunks <= k:
+        return tf.math.top_k(x, k=k, sorted=True)
+    rows = tf.shape(x)[0]
+    padded = tf.pad(x, [[0, 0], [0, chunks * width - n]], constant_values=float("-inf"))
+    blocks = tf.reshape(padded, [rows, chunks, width])  # padding last: it loses every tie
+    _, chosen = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k, sorted=True)
+    chosen = tf.sort(chosen, axis=1)  # id order, so the second pass breaks ties as top_k does
+    values, pos = tf.math.top_k(tf.reshape(tf.gather(blocks, chosen, batch_dims=1), [rows, k * width]), k=k,
+                                sorted=True)
+    return values, tf.gather(chosen, pos // width, batch_dims=1) * width + pos % width
+
+
 def _child(node, token, children, edge_keys, vocab_size):
     """Node reached from ``node`` through ``token`` (-1: not in the trie)."""
     query = tf.cast(tf.maximum(node, 0), tf.int64) * vocab_size + tf.cast(token, tf.int64)
@@ -252,7 +274,7 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
                 cand = s["scores"][:, :, None] + tf.reshape(tf.cast(logp, tf.float64), [batch, K, V])
                 cand = cand + tf.reshape(adjust, [batch, K, V])  # the host loop's order of additions
                 cand = tf.where(tf.reshape(allowed, [batch, K, V]), cand, NEG_INF)
-                values, flat = tf.math.top_k(tf.reshape(cand, [batch, K * V]), k=K, sorted=True)
+                values, flat = _top_k(tf.reshape(cand, [batch, K * V]), K)
                 parent, token = flat // V, flat % V
             else:
                 # The best K of a source's K x V candidates lie among each beam's best K
@@ -263,7 +285,7 @@ def beam_program(generator, topk, min_ends, temperature, with_trie, jit_steps=Fa
                     logp = tf.where(allowed, logp, tf.constant(NEG_INF, logp.dtype))
                 # A beam wider than the vocabulary keeps all V of each row's ids.
                 R = min(K, V)
-                row_values, row_ids = tf.math.top_k(logp, k=R, sorted=True)  # (rows, R)
+                row_values, row_ids = _top_k(logp, R)  # (rows, R)
                 cand = s["scores"][:, :, None] + tf.reshape(tf.cast(row_values, tf.float64), [batch, K, R])
                 values, pick = tf.math.top_k(tf.reshape(cand, [batch, K * R]), k=K, sorted=True)
                 parent = pick // R
