@@ -600,9 +600,8 @@ class Transformer(HostCheckedInputs, keras.Model):
                 head_size)`` (a prefilled :meth:`init_cache`, transposed); then
                 ``cache`` holds per layer ``(keys, values)`` of the generated slots of
                 the ``batch`` rows (the beams of each source consecutive), each
-                ``(sources, heads, beams * max_length, head_size)``, and
-                ``attention_mask`` covers ``source_len + beams * max_length`` slots
-                (see ``MultiHeadAttention``).
+                ``(batch, heads, max_length, head_size)``, and ``attention_mask``
+                covers ``source_len + max_length`` slots (see ``MultiHeadAttention``).
             output_positions: int ``(batch,)``: return the output at this one new
                 token of each row only, ``(batch, 1, ...)`` (a decoder's prefill: the
                 last source token). The last layer then computes its keys and values
