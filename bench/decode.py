@@ -21,7 +21,12 @@ XLA-compiled, and no XLA; the loop is a graph ``tf.while_loop`` in both), then t
 step, over 31) against a floor measured on this machine: the bytes a step must touch
 (every weight once, the source keys/values once per source, the generated ones per
 beam) over the measured memory bandwidth, and its FLOPs over the measured matmul rate;
-the floor is the larger of the two.
+the floor is the larger of the two. Beside the floor, the step's weight products
+alone: the same kernels on the same ``batch x beams`` rows in one function, in the
+step's mode (the floor's FLOP rate is a 2048^3 product's, which a product of 24 rows
+does not reach). Last, a single source's cold call taken apart on a fresh
+Generator: tracing the program, then its first run (graph optimisation,
+instantiation and, with XLA, the step's compilation).
 
 Run (2 shared CPU cores: minutes)::
 
@@ -39,6 +44,7 @@ import numpy as np  # noqa: E402
 
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from kerasnlp_plus.generation import Generator, Trie  # noqa: E402
 from kerasnlp_plus.models import build_transformer_model  # noqa: E402
@@ -172,6 +178,30 @@ def main():
         print(f"batch of {batch}: step {1000 * step_times[batch]:.2f} ms; floor {1000 * floor:.2f} ms "
               f"({nbytes / 2**20:.0f} MiB touched -> {1000 * nbytes / bandwidth:.2f} ms, "
               f"{flops / 1e9:.2f} GFLOP -> {1000 * flops / flops_rate:.2f} ms); ratio {step_times[batch] / floor:.2f}x")
+        # The floor's FLOP rate is a 2048^3 product's; the step's products have only
+        # batch x beams rows. Time those very products (same kernels, same rows, same
+        # step mode) with nothing else around them: what the step cannot go below here.
+        products = weight_products_time(model, batch * args.topk, not args.no_jit, args.repeats)
+        print(f"  the step's weight products alone ({batch * args.topk} rows, every kernel and E^T once): "
+              f"{1000 * products:.2f} ms ({flops / products / 1e9:.0f} GFLOP/s), {products / floor:.2f}x the floor; "
+              f"step / products {step_times[batch] / products:.2f}x")
+
+    # --- where a single source's cold call goes ------------------------------------------
+    cold_generator = make()
+    program = cold_generator._program(args.topk, 1, 1.0, False)
+    program_args = [tf.constant(x) for x in cold_generator._bucketed([token_ids[:1], segment_ids[:1]])[:2]]
+    program_args.append(tf.constant(args.steps, tf.int32))
+    t0 = time.perf_counter()
+    concrete = program.get_concrete_function(*program_args)
+    t_trace = time.perf_counter() - t0
+    t_first = _clock(lambda: concrete(*program_args)[0].numpy())
+    t_warm = min(_clock(lambda: concrete(*program_args)[0].numpy()) for _ in range(args.repeats))
+    print(f"\none source, cold, taken apart (a fresh Generator in this already warm process, {'no XLA' if args.no_jit else 'XLA step'}): "
+          f"tracing the program {t_trace:.2f} s ({len(concrete.graph.get_operations())} ops in its outer graph), "
+          f"first run {t_first:.2f} s (graph optimisation, instantiation{', XLA compile' if not args.no_jit else ''}),"
+          f" warm run {t_warm:.3f} s; together {t_trace + t_first:.2f} s (it moves with the load as the table's cold "
+          f"figures do); bert4keras {base_per_source:.2f} s per source, so tracing alone is "
+          f"{t_trace / base_per_source:.0%} of it")
 
     # --- trie overhead -----------------------------------------------------------------------
     rng = np.random.default_rng(0)
@@ -224,6 +254,23 @@ def measure_machine():
     matmul()
     t = min(_clock(lambda: matmul().numpy()) for _ in range(5))
     return bandwidth, 2 * 2048**3 / t
+
+
+def weight_products_time(model, rows, jit, repeats):
+    """Seconds for the products a decoding step does with the weights, alone: ``rows``
+    float32 rows through every 2-D kernel of the layers and the MLM head, and through
+    ``E^T``, in one ``tf.function`` (XLA-compiled when the step is), best of a few."""
+    kernels = [w for w in model.weights if len(w.shape) == 2 and not w.path.startswith("Embedding-")]
+    kernels.append(tf.Variable(model.mlm_output_kernel()))
+    rng = np.random.default_rng(0)
+    inputs = {n: tf.constant(rng.standard_normal((rows, n), np.float32)) for n in {int(w.shape[0]) for w in kernels}}
+
+    @tf.function(jit_compile=jit, autograph=False)
+    def products():
+        return tf.add_n([tf.reduce_sum(tf.matmul(inputs[int(w.shape[0])], w)) for w in kernels])
+
+    products()
+    return min(_clock(lambda: products().numpy()) for _ in range(max(5, repeats)))
 
 
 def step_cost(model, batch, beams, source_len, steps):
