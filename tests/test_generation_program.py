@@ -56,6 +56,27 @@ def test_device_trie_equals_host_trie(lm, sources, min_ends=2):
     assert all(out[-1] == END and out[:-1] in small for out in got)
 
 
+def test_a_trie_id_outside_the_vocabulary_is_refused_on_both_paths(lm, sources):
+    """The host loop refuses such an id when the search reaches it; the device
+    automaton refuses it before decoding, naming the id and the prefix before it
+    (it used to drop the edge silently)."""
+    vocab = lm.vocab_size
+    device = Generator(lm, END, MAXLEN, jit_compile=False)
+    deep = Trie.from_iterable([[1000, 2000, 3000], [1000, 2000, vocab + 5], [4000]])
+    with pytest.raises(ValueError, match=rf"trie holds token id {vocab + 5} after the prefix \[1000, 2000\], "
+                                         rf"outside the vocabulary \[0, {vocab}\)"):
+        device.beam_search(padded(sources[:1]), topk=2, trie=deep)
+    with pytest.raises(ValueError, match=rf"trie holds token id {vocab + 5} after the prefix \[1000, 2000\]"):
+        device.random_sample(padded(sources[:1]), n=1, seed=0, trie=deep)
+    at_root = Trie.from_iterable([[1000, 2000], [vocab + 1]])
+    with pytest.raises(ValueError, match=rf"trie holds token id {vocab + 1} after the prefix \[\]"):
+        device.beam_search(padded(sources[:1]), topk=2, trie=at_root)
+    host = Generator(lm, END, MAXLEN, jit_compile=False, device_trie_max_keys=0)
+    with pytest.raises(ValueError, match=rf"returned token id {vocab + 1} for batch row 0 \(prefix \[\]\)"):
+        host.beam_search(padded(sources[:1]), topk=2, trie=at_root)
+    assert device.beam_search(padded(sources[:1]), topk=2, trie=Trie.from_iterable([[1000, 2000]]))  # a valid trie
+
+
 def test_max_length_cuts_like_a_shorter_generator(unilm, sources):
     long = Generator(unilm, END, MAXLEN, jit_compile=False)
     short = Generator(unilm, END, 4, jit_compile=False)

@@ -36,17 +36,26 @@ NEG_INF = float("-inf")
 
 
 def trie_tensors(trie, vocab_size):
-    """``(offsets, labels, children, edge_keys)`` tensors of ``trie`` for the loop;
-    edges whose id lies outside the vocabulary are dropped (the host loop ignores
-    them too)."""
+    """``(offsets, labels, children, edge_keys)`` tensors of ``trie`` for the loop.
+    A key holding an id outside the vocabulary is an error (the host loop raises
+    when a search reaches it; here it is found before decoding), naming the id and
+    the key prefix before it."""
     offsets, labels, children = trie.to_csr()
     n_nodes = len(offsets) - 1
     edge_node = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(offsets))
-    keep = labels < vocab_size
-    if not keep.all():
-        edge_node, labels, children = edge_node[keep], labels[keep], children[keep]
-        offsets = np.zeros(n_nodes + 1, np.int64)
-        np.cumsum(np.bincount(edge_node, minlength=n_nodes), out=offsets[1:])
+    bad = np.flatnonzero((labels < 0) | (labels >= vocab_size))
+    if bad.size:
+        parent_edge = np.full(n_nodes, -1, np.int64)
+        parent_edge[children] = np.arange(len(children))
+        prefix, node = [], int(edge_node[bad[0]])
+        while node != 0:  # walk up to the root
+            edge = parent_edge[node]
+            prefix.append(int(labels[edge]))
+            node = int(edge_node[edge])
+        raise ValueError(
+            f"trie holds token id {int(labels[bad[0]])} after the prefix {prefix[::-1]}, outside the "
+            f"vocabulary [0, {vocab_size}) ({bad.size} such edge(s)): were its keys encoded with another vocabulary?"
+        )
     keys = edge_node * vocab_size + labels
     return (
         tf.constant(offsets, tf.int32),
