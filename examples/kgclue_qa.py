@@ -179,7 +179,7 @@ def main(args=None, log=print):
     data_dir, kb_path = resolve_paths(args)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    if (output / "metrics.jsonl").exists():
+    if chief and (output / "metrics.jsonl").exists():  # a late worker must not delete the chief's log
         os.unlink(output / "metrics.jsonl")
 
     train = read_questions(data_dir / "train.json", args.limit_train)
@@ -235,7 +235,7 @@ def main(args=None, log=print):
         return preds
 
     if args.load_weights:
-        return evaluate_only(args, model, answer, valid, test, output, timer, log)
+        return evaluate_only(args, model, answer, valid, test, output, timer, log, chief)
     evaluator = QAEvaluator(answer, valid, args, log=log, write=chief)
     best_weights = BestWeights(output / "best.weights.h5", "score", model=model, write=chief, log=log,
                                on_improve=evaluator.write_predictions)
@@ -266,14 +266,17 @@ def main(args=None, log=print):
         t = common.Timer()
         preds = answer([q for _, q, _ in test])
         results["test_public"] = {**kgclue_metrics(preds, [a for _, _, a in test]), "decode_seconds": t()}
-        write_predictions(output / "test_public_predictions.json", test, preds)
+        if chief:
+            write_predictions(output / "test_public_predictions.json", test, preds)
         m = results["test_public"]
         log(f"test_public (best dev weights): score {m['score']:.2f} (EM_O {m['EM_O']:.2f}, F1_O {m['F1_O']:.2f}, "
             f"EM_All {m['EM_All']:.2f}) on {len(test)} questions")
     if args.predict:
         subm = read_questions(data_dir / "test.json")
-        write_predictions(output / "kgclue_predict.json", subm, answer([q for _, q, _ in subm]))
-        log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
+        preds = answer([q for _, q, _ in subm])
+        if chief:
+            write_predictions(output / "kgclue_predict.json", subm, preds)
+            log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
     results["total_seconds"] = timer()
     if chief:
         atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
@@ -285,8 +288,9 @@ def main(args=None, log=print):
     return results
 
 
-def evaluate_only(args, model, answer, valid, test, output, timer, log):
-    """Answer dev and test_public with saved weights (no training)."""
+def evaluate_only(args, model, answer, valid, test, output, timer, log, chief=True):
+    """Answer dev and test_public with saved weights (no training); only the chief
+    writes (every worker decodes)."""
     model.load_weights(args.load_weights)
     results = {"weights": args.load_weights, "beam": args.beam, "lookahead": args.lookahead}
     for name, records in (("dev", valid), ("test_public", test)):
@@ -295,12 +299,14 @@ def evaluate_only(args, model, answer, valid, test, output, timer, log):
         t = common.Timer()
         preds = answer([q for _, q, _ in records])
         m = results[name] = {**kgclue_metrics(preds, [a for _, _, a in records]), "decode_seconds": t()}
-        write_predictions(output / f"{name}_predictions.json", records, preds)
+        if chief:
+            write_predictions(output / f"{name}_predictions.json", records, preds)
         log(f"{name}: score {m['score']:.2f} (EM_O {m['EM_O']:.2f}, F1_O {m['F1_O']:.2f}, "
             f"EM_All {m['EM_All']:.2f}) on {len(records)} questions, beam {args.beam}, "
             f"look-ahead {args.lookahead:g}, {m['decode_seconds']:.1f} s")
     results["total_seconds"] = timer()
-    atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+    if chief:
+        atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
     return results
 
 

@@ -186,7 +186,7 @@ def main(args=None, log=print):
     keras.utils.set_random_seed(args.seed)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    if (output / "metrics.jsonl").exists():
+    if chief and (output / "metrics.jsonl").exists():  # a late worker must not delete the chief's log
         os.unlink(output / "metrics.jsonl")
 
     # ---- data
@@ -248,11 +248,12 @@ def main(args=None, log=print):
     if args.evaluate_only:
         model.load_weights(args.evaluate_only)
         metrics, evaluator.predictions = evaluator.evaluate()
-        evaluator.write_predictions()
         results = {"weights": args.evaluate_only, "valid_pairs": len(valid_pairs), "beam": args.beam,
                    "no_repeat_ngram": args.no_repeat_ngram, "metrics": metrics,
                    "copy_baseline": {"chars": copy_chars, **copy}, "total_seconds": timer()}
-        atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+        if chief:  # every worker decodes; one writes
+            evaluator.write_predictions()
+            atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
         log(f"{args.evaluate_only} on {len(valid_pairs)} pairs: Rouge-1 {metrics['rouge-1']:.2f}  "
             f"Rouge-2 {metrics['rouge-2']:.2f}  Rouge-L {metrics['rouge-l']:.2f}  BLEU {metrics['bleu']:.2f}  "
             f"(longest token run {metrics['max_token_run']}); copy baseline (first {copy_chars} "
