@@ -6,7 +6,8 @@ token. Beam search, greedy decoding and sampling run as one compiled program
 (:mod:`kerasnlp_plus.generation.program`: a ``tf.while_loop`` on device, the trie as a
 CSR automaton, the sources' keys/values kept once per source and only the generated
 slots gathered by beam parent). The host loop (callbacks, n-gram bans, length
-penalty) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots;
+penalty) keeps ``batch * beams`` rows of ``source_length + maxlen`` slots (one
+more with ``start_id``);
 each step gathers the rows by beam parent, writes the new keys/values at the next slot
 and attends over the source's real tokens plus the generated slots. A row of a padded
 batch with ``n`` real source tokens gives its generated token ``t`` the position
@@ -100,9 +101,10 @@ class Generator:
         length_bucket: pad the source length up to a multiple of this (padding is
             masked, results are unchanged) so batches of similar lengths reuse one
             compiled graph instead of retracing per padded length.
-        batch_bucket: pad the batch up to a power of two (repeating the first
-            source; the extra rows are dropped) so that varying batch sizes compile
-            a handful of XLA programs, not one per size.
+        batch_bucket: in the compiled programs, pad the batch up to a power of
+            two (repeating the first source; the extra rows are dropped) so that
+            varying batch sizes compile a handful of XLA programs, not one per size
+            (the host loop pads the length only).
         device_trie_max_keys: a ``trie`` with at most this many keys is turned into
             an automaton on device (``Trie.to_csr``) and decoding stays in the
             compiled loop; a larger one (a whole knowledge base) is queried from
@@ -115,10 +117,11 @@ class Generator:
     the host: ``prefix_allowed_tokens`` (a Python callback), ``no_repeat_ngram_size``,
     ``length_penalty != 0`` / ``keep_finished`` and tries above
     ``device_trie_max_keys`` run the step-by-step host loop, with identical results.
-    The program is traced once per (topk, min_ends, temperature, trie or not) with
-    dynamic shapes; XLA then compiles the step once per (batch bucket, length
-    bucket). :meth:`random_sample` runs as a compiled program too, unless it has
-    ``prefix_allowed_tokens`` or ``no_repeat_ngram_size``.
+    The program is traced once per (topk, min_ends, temperature, trie or not,
+    jit_compile, node_scores or not) with dynamic shapes; XLA then compiles the
+    step once per (batch bucket, length bucket). :meth:`random_sample` runs as a
+    compiled program too, unless it has ``prefix_allowed_tokens``,
+    ``no_repeat_ngram_size`` or a trie above ``device_trie_max_keys``.
 
     Call :meth:`beam_search`, :meth:`greedy` or :meth:`random_sample` with
     ``[token_ids, segment_ids]``: int arrays ``(batch, length)`` padded with 0 at the
@@ -202,7 +205,8 @@ class Generator:
     def _prefill_forward(self, token_ids, segment_ids, position_ids, cache, attention_mask, last):
         """``(hidden at last, all hidden or None, cache)`` of a prefill: the source's
         hidden states are kept only for a copy mechanism, which reads them; otherwise
-        the last layer works at ``last`` only (``call_with_cache``'s output_positions)."""
+        the last layer works at ``last`` only (``call_with_cache``'s output_positions;
+        rotary models pick it after a full last layer)."""
         if getattr(self.model, "copy_mechanism", None) is not None:
             hidden, cache = self._forward(token_ids, segment_ids, position_ids, cache, 0, attention_mask)
             return ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0], hidden, cache
@@ -565,9 +569,11 @@ class Generator:
     def export(self, path, topk=1, min_ends=1, temperature=1.0, trie=None, jit_compile=False):
         """Write a SavedModel of :meth:`beam_search` (``topk`` beams) to ``path``.
 
-        Two signatures, both returning ``{"ids", "lengths", "scores"}`` (ids int32
-        ``(batch, max_length)`` padded with 0 after ``lengths[b]`` ids, scores the
-        summed log-probabilities, float64):
+        Two signatures (``serving_default``, also exported as ``serve``, and
+        ``serve_max_length``), both returning ``{"ids", "lengths", "scores"}`` (ids
+        int32 ``(batch, maxlen)``, one column more with ``start_id``, whatever
+        ``max_length`` is, padded with 0 after ``lengths[b]`` ids; scores the summed
+        log-probabilities, float64):
 
         * ``serving_default(token_ids, segment_ids)``: int32 ``(batch, length)``,
           padded with 0 at the end, decoding up to ``maxlen`` tokens;

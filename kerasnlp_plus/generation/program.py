@@ -128,7 +128,7 @@ def _child(node, token, children, edge_keys, vocab_size):
 
 
 def _decoder(generator, copies, temperature, rtype, jit_steps):
-    """``start(token_ids, segment_ids) -> (scores, cache, step, row_lengths)``: the
+    """``start(token_ids, segment_ids) -> (scores, cache, step)``: the
     prefill of the sources and the cached step shared by the programs; ``copies``
     rows (beams or samples) per source, ``rtype`` ``'logits'`` (log-probabilities)
     or ``'probas'``. ``step(tokens, parents, cache, column) -> (scores, cache)``

@@ -17,10 +17,12 @@ class MultiHeadAttention(keras.layers.Layer):
         num_heads, head_size: the heads; the projections are ``Dense`` layers whose
             kernels have Google checkpoint layout ``(in, heads*head_size)``.
         output_dim: width of the output projection (the model's hidden size).
+        attention_dropout: dropout rate on the attention probabilities (0.0).
         attention_scale: ``'standard'`` multiplies scores by ``1/sqrt(d)``; ``'log_n'``
             by ``log(n)/log(m) * 1/sqrt(d)`` where ``n`` is the number of keys the query
-            may attend to and ``m = training_length`` (entropy-invariant scaling, which
-            keeps attention sharp on inputs longer than those trained on).
+            may attend to and ``m = training_length`` (default 512; entropy-invariant
+            scaling, which keeps attention sharp on inputs longer than those trained on).
+        kernel_initializer: of the four projections (``'glorot_uniform'``).
         rotary: rotate queries and keys at their positions (RoFormer) before the
             scores (and before keys enter the cache).
 

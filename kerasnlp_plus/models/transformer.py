@@ -606,7 +606,9 @@ class Transformer(HostCheckedInputs, keras.Model):
                 token of each row only, ``(batch, 1, ...)`` (a decoder's prefill: the
                 last source token). The last layer then computes its keys and values
                 for every token but its queries, attention output and feed-forward
-                for these tokens only (a quarter of a 3-layer prefill's work).
+                for these tokens only (a quarter of a 3-layer prefill's work); a
+                rotary model runs its last layer on every token and picks the
+                output afterwards.
 
         Returns:
             ``(output, cache)``: the MLM output (or hidden states without an MLM head,
