@@ -201,10 +201,11 @@ def _decoder(generator, copies, temperature, rtype, jit_steps):
             context = (tf.repeat(tf.pad(valid, [[0, 0], [0, total - length]]), K, axis=0), length)
         # E^T once per call: every step's head reads it (see Transformer.mlm_head).
         output_kernel = model.mlm_output_kernel()
-        scores = generator._scores(last, temperature, rtype, generator._copy_context(hidden, token_ids, segment_ids, 1),
+        source_context = generator._copy_context(hidden, token_ids, segment_ids, 1)  # () without a copy mechanism
+        scores = generator._scores(last, temperature, rtype, source_context,
                                    tf.gather(token_ids, lengths - 1, batch_dims=1), output_kernel)
         row_lengths = tf.repeat(lengths, K)
-        copy_context = generator._copy_context(hidden, token_ids, segment_ids, K)
+        copy_context = tuple(tf.repeat(t, K, axis=0) for t in source_context)
 
         def step(tokens, parents, cache, column):
             return raw_step(tokens, parents, cache, column, row_lengths + column, copy_context, output_kernel,
