@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from kerasnlp_plus import masks
-from tiny_transformer import rng_tokens, run, tiny
+from tiny_transformer import rng_tokens, run, sharpen, tiny
 
 
 @pytest.mark.parametrize("application", ["lm", "unilm"])
@@ -72,8 +72,6 @@ def test_cache_rejects_plm():
 def test_prefill_at_output_positions_equals_full_pass(family, attention_scale, application):
     """``output_positions`` (a decoder's prefill: the last layer's queries at each
     row's last token only) gives the full pass's output there and the same cache."""
-    from tiny_transformer import sharpen
-
     rng = np.random.default_rng(11)
     m = sharpen(tiny(application, model=family, attention_scale=attention_scale))
     lengths = [7, 4, 1]
