@@ -259,24 +259,23 @@ def main(args=None, log=print):
         "replicas": strategy.num_replicas_in_sync,
         "epochs": evaluator.history, "best": best, "fit_seconds": fit_seconds,
     }
+    # Only the chief holds best.weights.h5: the other workers would decode with their
+    # last weights, only to discard the answers.
     if (test or args.predict) and chief:
         save_weights(model, output / "last.weights.h5")
         model.load_weights(output / "best.weights.h5")
-    if test:
+    if test and chief:
         t = common.Timer()
         preds = answer([q for _, q, _ in test])
         results["test_public"] = {**kgclue_metrics(preds, [a for _, _, a in test]), "decode_seconds": t()}
-        if chief:
-            write_predictions(output / "test_public_predictions.json", test, preds)
+        write_predictions(output / "test_public_predictions.json", test, preds)
         m = results["test_public"]
         log(f"test_public (best dev weights): score {m['score']:.2f} (EM_O {m['EM_O']:.2f}, F1_O {m['F1_O']:.2f}, "
             f"EM_All {m['EM_All']:.2f}) on {len(test)} questions")
-    if args.predict:
+    if args.predict and chief:
         subm = read_questions(data_dir / "test.json")
-        preds = answer([q for _, q, _ in subm])
-        if chief:
-            write_predictions(output / "kgclue_predict.json", subm, preds)
-            log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
+        write_predictions(output / "kgclue_predict.json", subm, answer([q for _, q, _ in subm]))
+        log(f"submission: {output / 'kgclue_predict.json'} ({len(subm)} answers)")
     results["total_seconds"] = timer()
     if chief:
         atomic_write_text(output / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
